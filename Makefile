@@ -1,0 +1,37 @@
+# Tandem: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOURCE ?= simulator
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export DO_NOT_TRACK := 1
+
+.PHONY: venv demo test lint bench clean
+
+# torch==2.13.0 first (the CPU wheel on disk), then the project with its pinned set.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing into $(VENV) (about 2 minutes the first time)"
+	@$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import torch, airflow, cosmos, duckdb, polars, great_expectations, mtl_model" \
+		|| (echo "install failed" >&2; exit 1)
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@$(PY) -m mtl_model.demo
+
+test: venv
+	@$(PY) -m ruff check .
+	@$(PY) -m pytest -q
+
+lint: venv
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: venv
+	@$(PY) bench/run_all.py
+
+clean:
+	rm -rf var dbt_project/target dbt_project/logs

@@ -1,0 +1,76 @@
+"""The embedded Airflow of the default deployment: environment, metadata DB, pool, in-process runs.
+
+Import this before Airflow: :func:`configure` sets ``AIRFLOW_HOME`` and friends in ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+from mtl_model.config import DAGS_DIR, Settings
+
+DAG_ID = "tandem_nightly"
+
+
+def airflow_environ(settings: Settings) -> dict[str, str]:
+    home = settings.airflow_home
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+        **settings.as_env(),
+    }
+
+
+def configure(settings: Settings) -> None:
+    """Put the embedded Airflow's configuration into this process's environment."""
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(airflow_environ(settings))
+
+
+def _airflow(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "airflow", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def ensure_ready(settings: Settings) -> None:
+    """Migrate the metadata DB and create the one-slot warehouse pool, once per AIRFLOW_HOME."""
+    configure(settings)
+    marker = settings.airflow_home / ".tandem-ready"
+    if marker.exists():
+        return
+    _airflow("db", "migrate")
+    _airflow("pools", "set", settings.warehouse_pool, "1", "DuckDB warehouse: one writer at a time")
+    marker.touch()
+
+
+def run_day(settings: Settings, ds: date) -> str:
+    """Run the whole nightly DAG for ``ds`` in this process (``dag.test``: no scheduler).
+    Returns the final state; raises RuntimeError naming the failed tasks."""
+    ensure_ready(settings)
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mtl_model.rundate import logical_date_for
+
+    bag = DagBag(dag_folder=str(DAGS_DIR / "nightly.py"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    dag = bag.dags[DAG_ID]
+    run = dag.test(logical_date=logical_date_for(ds, settings.business_tz), run_conf={"ds": ds.isoformat()})
+    state = str(getattr(run.state, "value", run.state))
+    if state != "success":
+        failed = sorted(
+            ti.task_id
+            for ti in run.get_task_instances()
+            if str(ti.state)
+            in ("failed", "upstream_failed", "TaskInstanceState.FAILED", "TaskInstanceState.UPSTREAM_FAILED")
+        )
+        raise RuntimeError(f"nightly run for ds={ds} ended {state}; failed tasks: {failed}")
+    return state

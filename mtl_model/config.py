@@ -1,0 +1,137 @@
+"""One configuration object for the whole house.
+
+Every field has a default and can be overridden by an environment variable named
+``TANDEM_<FIELD>`` (upper case), e.g. ``TANDEM_HOME=/data/tandem`` or ``TANDEM_TOP_K=20``.
+Paths default to folders under ``home`` (``TANDEM_HOME``, default ``<repo>/var``), following
+the layout in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DAGS_DIR = REPO_ROOT / "dags"
+
+
+def _default_home() -> Path:
+    return REPO_ROOT / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one Tandem deployment. Build with :func:`load_settings`."""
+
+    home: Path = field(default_factory=_default_home)
+    # Paths: empty means "derive from home" (see __post_init__).
+    landing_dir: Path | None = None
+    warehouse_path: Path | None = None
+    exports_dir: Path | None = None
+    models_dir: Path | None = None
+    outputs_dir: Path | None = None
+    published_dir: Path | None = None
+    reports_dir: Path | None = None
+    airflow_home: Path | None = None
+
+    business_tz: str = "UTC"
+    seed: int = 42
+
+    # Model and training
+    train_window_days: int = 7  # days of exposures ending at ds; the last one (ds) is the validation day
+    architecture: str = "shared_bottom"
+    tasks: tuple[str, ...] = ("click", "cart", "purchase")
+    embedding_dim: int = 16
+    hidden_dims: tuple[int, ...] = (128, 64)
+    epochs: int = 3
+    batch_size: int = 2048
+    learning_rate: float = 0.003
+    device: str = "auto"  # auto | cpu | cuda
+    promote_tolerance: float = 0.01  # new model may be this much worse in mean AUC and still promote
+
+    # Outputs
+    top_k: int = 10
+    candidates_per_scene: int = 200
+    fusion_click_weight: float = 1.0  # score = p_click^a * p_purchase^b
+    fusion_purchase_weight: float = 1.0
+    anomaly_top_n: int = 50
+
+    # Airflow
+    train_queue: str = "default"  # "gpu" in a deployment with a GPU Celery worker
+    warehouse_pool: str = "duckdb"
+    task_retries: int = 1
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        defaults = {
+            "landing_dir": home / "landing",
+            "warehouse_path": home / "warehouse.duckdb",
+            "exports_dir": home / "exports",
+            "models_dir": home / "models",
+            "outputs_dir": home / "outputs",
+            "published_dir": home / "published",
+            "reports_dir": home / "reports",
+            "airflow_home": home / "airflow",
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, Path(value).expanduser().resolve() if value else default)
+
+    # ----- derived paths, keyed by ds -------------------------------------------------------
+    def landing(self, table: str, ds: date | str) -> Path:
+        return self.landing_dir / table / f"ds={ds}"
+
+    def export_dir(self, ds: date | str) -> Path:
+        return self.exports_dir / f"ds={ds}"
+
+    def output_dir(self, ds: date | str) -> Path:
+        return self.outputs_dir / f"ds={ds}"
+
+    def published(self, table: str, ds: date | str) -> Path:
+        return self.published_dir / table / f"ds={ds}"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.published_dir / "catalog.duckdb"
+
+    def as_env(self) -> dict[str, str]:
+        """Environment variables that reproduce these settings in a subprocess (dbt, workers)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(str(v) for v in value)
+            env[f"TANDEM_{f.name.upper()}"] = str(value)
+        return env
+
+
+def _coerce(raw: str, annotation: str) -> Any:
+    if "tuple" in annotation:
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+        return tuple(int(p) for p in parts) if "int" in annotation else tuple(parts)
+    if "Path" in annotation:
+        return Path(raw)
+    if "int" in annotation and "float" not in annotation:
+        return int(raw)
+    if "float" in annotation:
+        return float(raw)
+    return raw
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Defaults, then ``TANDEM_*`` environment variables, then explicit keyword overrides."""
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = os.environ.get(f"TANDEM_{f.name.upper()}")
+        if raw not in (None, ""):
+            values[f.name] = _coerce(raw, str(f.type))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise TypeError(f"unknown settings: {sorted(unknown)}")
+    return Settings(**values)

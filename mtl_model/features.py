@@ -1,0 +1,190 @@
+"""Feature encoding for the joint model: Parquet rows (polars) → integer codes and scaled floats (torch).
+
+Encoders are fitted on the training rows only and saved next to the model as JSON, so scoring
+uses exactly the vocabularies and statistics the model was trained with.
+
+* Categorical columns get a vocabulary: code 0 = null, code 1 = unseen (out of vocabulary, OOV),
+  then the known values sorted, so the same training rows always give the same codes. Values seen
+  fewer than ``min_count`` times are left out and map to the OOV code; that way the OOV embedding is
+  trained on rare ids and is meaningful for ids first met at scoring time.
+* Numeric columns: ``log1p`` for the columns in ``FeatureSpec.log_numeric`` (price), nulls filled
+  with the training median, then standardised with the training mean and standard deviation. There
+  is no missing flag: candidates may have no position at all, and a flag that was never set in
+  training would feed an untrained weight at scoring time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+NULL_CODE = 0
+OOV_CODE = 1
+FIRST_KNOWN_CODE = 2
+ENCODERS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which input columns the model sees and how numeric ones are transformed."""
+
+    categorical: tuple[str, ...] = ("user_id", "item_id", "category_id", "scene")
+    numeric: tuple[str, ...] = ("position", "price")
+    log_numeric: tuple[str, ...] = ("price",)
+    min_count: int = 2  # categorical values seen fewer times in training map to OOV
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """Training statistics of one numeric column, after the log transform where one applies."""
+
+    median: float
+    mean: float
+    std: float
+
+
+def _column(df: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
+    """The column cast to ``dtype``, or an all-null column when the frame does not have it."""
+    if name in df.columns:
+        return pl.col(name).cast(dtype)
+    return pl.lit(None, dtype=dtype)
+
+
+def _numeric_expr(df: pl.DataFrame, name: str, spec: FeatureSpec) -> pl.Expr:
+    expr = _column(df, name, pl.Float64())
+    if name in spec.log_numeric:
+        expr = expr.clip(lower_bound=0.0).log1p()
+    return expr
+
+
+@dataclass
+class Encoders:
+    """Fitted vocabularies and numeric statistics; see the module docstring for the coding rules."""
+
+    spec: FeatureSpec
+    vocabs: dict[str, list[str]]
+    numeric: dict[str, NumericStats]
+    _lookups: dict[str, pl.Series] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def fit(cls, df: pl.DataFrame, spec: FeatureSpec | None = None) -> Encoders:
+        """Fit on the training rows ``df`` (missing columns are treated as all null)."""
+        spec = spec or FeatureSpec()
+        vocabs: dict[str, list[str]] = {}
+        for name in spec.categorical:
+            counts = (
+                df.select(_column(df, name, pl.String()).alias("v"))
+                .drop_nulls()
+                .group_by("v")
+                .len()
+                .filter(pl.col("len") >= spec.min_count)
+            )
+            vocabs[name] = counts.get_column("v").sort().to_list()
+        numeric: dict[str, NumericStats] = {}
+        for name in spec.numeric:
+            values = df.select(_numeric_expr(df, name, spec).alias("v")).get_column("v")
+            median = values.median()
+            median = 0.0 if median is None or not np.isfinite(median) else float(median)
+            filled = values.fill_null(median).fill_nan(median)
+            mean = float(filled.mean()) if len(filled) else 0.0
+            std = float(filled.std(ddof=0)) if len(filled) else 1.0
+            numeric[name] = NumericStats(median=median, mean=mean, std=std if std > 1e-12 else 1.0)
+        return cls(spec=spec, vocabs=vocabs, numeric=numeric)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding table size per categorical column (known values + null + OOV), in spec order."""
+        return [len(self.vocabs[name]) + FIRST_KNOWN_CODE for name in self.spec.categorical]
+
+    @property
+    def n_numeric(self) -> int:
+        """Number of float features produced by :meth:`encode`."""
+        return len(self.spec.numeric)
+
+    def _lookup(self, name: str) -> pl.Series:
+        if name not in self._lookups:
+            self._lookups[name] = pl.Series(name, self.vocabs[name], dtype=pl.String())
+        return self._lookups[name]
+
+    def encode_frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Encoded columns as a polars frame: Int64 codes for categoricals, Float32 for numerics."""
+        exprs: list[pl.Expr] = []
+        for name in self.spec.categorical:
+            vocab = self._lookup(name)
+            raw = _column(df, name, pl.String())
+            codes = raw.replace_strict(
+                vocab,
+                pl.int_range(FIRST_KNOWN_CODE, FIRST_KNOWN_CODE + len(vocab), eager=True),
+                default=OOV_CODE,
+                return_dtype=pl.Int64(),
+            )
+            exprs.append(pl.when(raw.is_null()).then(NULL_CODE).otherwise(codes).alias(f"cat_{name}"))
+        for name in self.spec.numeric:
+            stats = self.numeric[name]
+            value = _numeric_expr(df, name, self.spec).fill_null(stats.median).fill_nan(stats.median)
+            exprs.append(((value - stats.mean) / stats.std).cast(pl.Float32()).alias(f"num_{name}"))
+        return df.select(exprs)
+
+    def encode(self, df: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode rows: categorical codes ``LongTensor [N, C]`` and numeric ``FloatTensor [N, F]``.
+
+        Fully vectorised; unseen values map to the OOV code and nulls to the null code, never an error.
+        """
+        enc = self.encode_frame(df)
+        n_cat = len(self.spec.categorical)
+        cat = enc.select(enc.columns[:n_cat]).to_numpy().reshape(len(enc), n_cat)
+        num = enc.select(enc.columns[n_cat:]).to_numpy().reshape(len(enc), self.n_numeric)
+        # writable, contiguous copies only where polars handed out a read-only or strided view
+        cat = np.require(cat, dtype=np.int64, requirements=["C", "W"])
+        num = np.require(num, dtype=np.float32, requirements=["C", "W"])
+        return torch.from_numpy(cat), torch.from_numpy(num)
+
+    # ----- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain-JSON form (lists and numbers only)."""
+        return {
+            "format": ENCODERS_FORMAT,
+            "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.spec).items()},
+            "vocabs": self.vocabs,
+            "numeric": {name: asdict(stats) for name, stats in self.numeric.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Encoders:
+        """Inverse of :meth:`to_dict`."""
+        if data.get("format") != ENCODERS_FORMAT:
+            raise ValueError(
+                f"unsupported encoders format {data.get('format')!r}, expected {ENCODERS_FORMAT}"
+            )
+        raw = data["spec"]
+        spec = FeatureSpec(
+            categorical=tuple(raw["categorical"]),
+            numeric=tuple(raw["numeric"]),
+            log_numeric=tuple(raw["log_numeric"]),
+            min_count=int(raw["min_count"]),
+        )
+        numeric = {name: NumericStats(**stats) for name, stats in data["numeric"].items()}
+        return cls(spec=spec, vocabs={k: list(v) for k, v in data["vocabs"].items()}, numeric=numeric)
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Encoders:
+        """Load from a JSON string written by :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: Path) -> None:
+        """Write the JSON form to ``path``."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Encoders:
+        """Read encoders saved with :meth:`save`."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))

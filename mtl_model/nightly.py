@@ -1,0 +1,54 @@
+"""The steps of one night, one function each, called by the thin DAG in ``dags/nightly.py``.
+
+Each step takes the run date as an ISO string (what XCom carries), loads the settings from the
+environment, and returns a small JSON-able summary for the task log / XCom. Heavy imports (torch,
+GX) happen inside the steps, never when the DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from mtl_model.config import load_settings
+
+
+def _day(run_date: str) -> date:
+    return date.fromisoformat(run_date)
+
+
+def check(run_date: str) -> dict:
+    from checks.runner import run_checks
+
+    results = run_checks(load_settings(), _day(run_date))
+    return {"expectations": len(results), "failed": 0}
+
+
+def export(run_date: str) -> dict:
+    from mtl_model.warehouse import export_day
+
+    return export_day(load_settings(), _day(run_date))
+
+
+def train(run_date: str) -> dict:
+    from mtl_model.train import train as train_model
+
+    result = train_model(load_settings(), _day(run_date))
+    return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+
+
+def score(run_date: str) -> dict:
+    from mtl_model.score import score as score_day
+
+    return {"recommendations": str(score_day(load_settings(), _day(run_date)))}
+
+
+def anomalies(run_date: str) -> dict:
+    from mtl_model.anomalies import detect_day
+
+    return {"anomalies": str(detect_day(load_settings(), _day(run_date)))}
+
+
+def publish(run_date: str) -> dict:
+    from mtl_model.warehouse import publish_day
+
+    return publish_day(load_settings(), _day(run_date))

@@ -1,0 +1,256 @@
+"""Model registry on the file system: one folder per model version plus a ``CURRENT`` pointer.
+
+``<models_dir>/<version>/`` holds ``model.pt`` (a ``state_dict`` only, loadable with
+``torch.load(..., weights_only=True)``), ``encoders.json``, ``config.json`` and ``metrics.json``.
+``<models_dir>/CURRENT`` holds the name of the version that scoring uses.
+
+The version name is ``YYYYMMDD-<hash>`` where the hash covers the training configuration and the
+content of the samples file, so re-running a day with the same inputs gives the same name and
+replaces that folder. Folders and the pointer are written to a temporary path and moved into place
+with ``os.replace`` so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl_model import __version__
+from mtl_model.config import Settings
+from mtl_model.features import Encoders
+from mtl_model.models import build_model
+
+MODEL_FILE = "model.pt"
+ENCODERS_FILE = "encoders.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CURRENT_FILE = "CURRENT"
+MODEL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Outcome of registering a version: whether ``CURRENT`` now points to it, and why."""
+
+    promoted: bool
+    reason: str
+    previous_version: str | None
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def training_fingerprint(settings: Settings) -> dict[str, Any]:
+    """The settings that change what training produces (paths and device deliberately excluded)."""
+    return {
+        "package_version": __version__,
+        "model_format": MODEL_FORMAT,
+        "seed": settings.seed,
+        "train_window_days": settings.train_window_days,
+        "architecture": settings.architecture,
+        "tasks": list(settings.tasks),
+        "embedding_dim": settings.embedding_dim,
+        "hidden_dims": list(settings.hidden_dims),
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+    }
+
+
+def version_name(settings: Settings, ds: date, samples_sha256: str) -> str:
+    """Deterministic version name ``YYYYMMDD-<10 hex>`` from ds, the training config and the data hash."""
+    payload = json.dumps(
+        {"ds": ds.isoformat(), "config": training_fingerprint(settings), "samples": samples_sha256},
+        sort_keys=True,
+    )
+    return f"{ds:%Y%m%d}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf → None so the files stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def mean_auc(metrics: dict[str, Any], tasks: list[str] | None = None) -> float:
+    """Mean of the finite per-task validation AUCs in a ``metrics.json`` dict (nan if none)."""
+    per_task = metrics.get("tasks", {})
+    values = [
+        float(m["auc"])
+        for task, m in per_task.items()
+        if (tasks is None or task in tasks) and m.get("auc") is not None and math.isfinite(float(m["auc"]))
+    ]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _finite_auc_tasks(metrics: dict[str, Any]) -> set[str]:
+    return {t for t in metrics.get("tasks", {}) if math.isfinite(mean_auc(metrics, [t]))}
+
+
+def decide_promotion(
+    new: dict[str, Any], current: dict[str, Any] | None, tolerance: float
+) -> tuple[bool, str]:
+    """Promote if there is no current model or the new mean AUC >= current mean AUC - tolerance.
+
+    The means are taken over the tasks both models have a finite AUC for (all of each model's tasks
+    if they share none). This first version compares the metrics as stored in the current model's
+    ``metrics.json``, i.e. measured on *its* validation day; a later version will re-evaluate the
+    current model on the new model's validation day so both are judged on the same rows.
+    """
+    if current is None:
+        return True, "no current model"
+    common = sorted(_finite_auc_tasks(new) & _finite_auc_tasks(current))
+    new_auc = mean_auc(new, common or None)
+    cur_auc = mean_auc(current, common or None)
+    over = f"over {', '.join(common)}" if common else "over each model's own tasks"
+    if not math.isfinite(new_auc):
+        return False, "new model has no finite validation AUC; keeping the current model"
+    if not math.isfinite(cur_auc):
+        return True, f"current model has no finite AUC; new mean AUC {new_auc:.4f}"
+    if new_auc >= cur_auc - tolerance:
+        return True, f"mean AUC {over}: new {new_auc:.4f} >= current {cur_auc:.4f} - tolerance {tolerance}"
+    return False, f"mean AUC {over}: new {new_auc:.4f} < current {cur_auc:.4f} - tolerance {tolerance}"
+
+
+def read_current_version(settings: Settings) -> str | None:
+    """Name in ``CURRENT``, or None when there is no pointer yet."""
+    path = settings.models_dir / CURRENT_FILE
+    if not path.exists():
+        return None
+    return path.read_text(encoding="utf-8").strip() or None
+
+
+def read_metrics(settings: Settings, version: str) -> dict[str, Any] | None:
+    """The stored ``metrics.json`` of a version, or None when it is missing or unreadable."""
+    try:
+        return json.loads((settings.models_dir / version / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def set_current(settings: Settings, version: str) -> None:
+    """Point ``CURRENT`` at ``version`` atomically."""
+    if not (settings.models_dir / version / MODEL_FILE).exists():
+        raise FileNotFoundError(f"model version {version!r} not found under {settings.models_dir}")
+    _atomic_write_text(settings.models_dir / CURRENT_FILE, version + "\n")
+
+
+def save_version(
+    settings: Settings,
+    version: str,
+    model: nn.Module,
+    encoders: Encoders,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write the version folder via a temporary folder; an existing folder of that name is replaced."""
+    root = settings.models_dir
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(state, tmp / MODEL_FILE)
+        encoders.save(tmp / ENCODERS_FILE)
+        _write_json(tmp / CONFIG_FILE, config)
+        _write_json(tmp / METRICS_FILE, metrics)
+        final = root / version
+        if final.exists():
+            # rename() cannot replace a non-empty folder: move the old one aside first.
+            trash = root / f".old-{version}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def register(
+    settings: Settings,
+    version: str,
+    model: nn.Module,
+    encoders: Encoders,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Promotion:
+    """Save the version, then promote it to ``CURRENT`` if it is not worse (see :func:`decide_promotion`)."""
+    previous = read_current_version(settings)
+    current_metrics = read_metrics(settings, previous) if previous else None  # read before overwriting
+    save_version(settings, version, model, encoders, config, metrics)
+    if previous == version:
+        promoted, reason = True, f"re-run of the current version {version}"
+    elif previous and current_metrics is None:
+        promoted, reason = True, f"current version {previous} has no readable metrics"
+    else:
+        promoted, reason = decide_promotion(metrics, current_metrics, settings.promote_tolerance)
+    if promoted:
+        set_current(settings, version)
+    elif previous:
+        reason += f"; CURRENT stays {previous}"
+    return Promotion(promoted=promoted, reason=reason, previous_version=previous)
+
+
+def load_version(settings: Settings, version: str) -> tuple[nn.Module, Encoders, dict[str, Any]]:
+    """Rebuild the model of ``version`` on CPU in eval mode, with its encoders and config."""
+    folder = settings.models_dir / version
+    if not (folder / MODEL_FILE).exists():
+        raise FileNotFoundError(f"model version {version!r} not found under {settings.models_dir}")
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    encoders = Encoders.load(folder / ENCODERS_FILE)
+    model = build_model(
+        config["architecture"],
+        encoders.cardinalities,
+        encoders.n_numeric,
+        config["tasks"],
+        embedding_dim=config["embedding_dim"],
+        hidden_dims=config["hidden_dims"],
+        tower_dim=config["tower_dim"],
+    )
+    model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, encoders, config
+
+
+def load_current(settings: Settings) -> tuple[nn.Module, Encoders, str]:
+    """The model ``CURRENT`` points to, its encoders and its version name."""
+    version = read_current_version(settings)
+    if version is None:
+        raise FileNotFoundError(f"no current model: {settings.models_dir / CURRENT_FILE} does not exist")
+    model, encoders, _ = load_version(settings, version)
+    return model, encoders, version

@@ -1,0 +1,115 @@
+"""Scoring: candidates of day ``ds`` → current joint model → fused score → top-K items per user.
+
+The fused score is ``p_click ** a * p_purchase ** b`` (``a``/``b`` = ``fusion_click_weight`` /
+``fusion_purchase_weight``); a factor whose task the model lacks counts as 1, and a model with
+neither click nor purchase ranks by the product of its task probabilities. A (user, item) pair
+offered in several scenes keeps its best-scoring row. Ties are broken by ``item_id`` then ``scene``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from mtl_model.config import Settings
+from mtl_model.models import predict_proba
+from mtl_model.registry import load_current
+from mtl_model.train import as_date, resolve_device, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+CANDIDATES_FILE = "candidates.parquet"
+RECOMMENDATIONS_FILE = "recommendations.parquet"
+PREDICT_BATCH = 65536
+RECOMMENDATIONS_SCHEMA = {
+    "ds": pl.Date(),
+    "user_id": pl.String(),
+    "rank": pl.Int32(),
+    "item_id": pl.String(),
+    "score": pl.Float64(),
+    "p_click": pl.Float64(),
+    "p_cart": pl.Float64(),
+    "p_purchase": pl.Float64(),
+    "scene": pl.String(),
+    "model_version": pl.String(),
+}
+PROB_TASKS = ("click", "cart", "purchase")
+
+
+def fused_score(tasks: tuple[str, ...], click_weight: float, purchase_weight: float) -> pl.Expr:
+    """Polars expression for the fused score over the ``p_<task>`` columns."""
+    factors = []
+    if "click" in tasks:
+        factors.append(pl.col("p_click").pow(click_weight))
+    if "purchase" in tasks:
+        factors.append(pl.col("p_purchase").pow(purchase_weight))
+    if not factors:
+        factors = [pl.col(f"p_{t}") for t in tasks if t in PROB_TASKS] or [pl.lit(1.0)]
+    expr = factors[0]
+    for factor in factors[1:]:
+        expr = expr * factor
+    return expr.cast(pl.Float64())
+
+
+def top_k(scored: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Best ``k`` distinct items per user by descending score (ties: item_id, scene), with ``rank`` 1..k."""
+    return (
+        scored.sort(
+            ["user_id", "score", "item_id", "scene"], descending=[False, True, False, False], nulls_last=True
+        )
+        .unique(subset=["user_id", "item_id"], keep="first", maintain_order=True)
+        .with_columns((pl.int_range(pl.len()).over("user_id") + 1).cast(pl.Int32()).alias("rank"))
+        .filter(pl.col("rank") <= k)
+    )
+
+
+def score(settings: Settings, ds: date | str) -> Path:
+    """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
+    ds = as_date(ds)
+    path = settings.export_dir(ds) / CANDIDATES_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")
+    model, encoders, version = load_current(settings)
+    device = resolve_device(settings.device)
+    model.to(device)
+    tasks = tuple(model.tasks)
+
+    candidates = pl.read_parquet(path)
+    missing = [c for c in ("user_id", "item_id") if c not in candidates.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}")
+    candidates = candidates.drop_nulls(["user_id", "item_id"])
+    cat, num = encoders.encode(candidates)
+    probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
+
+    scene = pl.col("scene").cast(pl.String()) if "scene" in candidates.columns else pl.lit(None, pl.String())
+    scored = candidates.select(
+        pl.col("user_id").cast(pl.String()), pl.col("item_id").cast(pl.String()), scene.alias("scene")
+    ).with_columns(
+        pl.Series(f"p_{t}", probs[t].numpy(), dtype=pl.Float64())
+        if t in tasks
+        else pl.lit(None, pl.Float64()).alias(f"p_{t}")
+        for t in PROB_TASKS
+    )
+    scored = scored.with_columns(
+        fused_score(tasks, settings.fusion_click_weight, settings.fusion_purchase_weight).alias("score")
+    )
+    recs = top_k(scored, settings.top_k).with_columns(
+        pl.lit(ds, pl.Date()).alias("ds"), pl.lit(version, pl.String()).alias("model_version")
+    )
+    recs = recs.select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()]).sort(
+        ["user_id", "rank"]
+    )
+    out = settings.output_dir(ds) / RECOMMENDATIONS_FILE
+    write_parquet_atomic(recs, out)
+    log.info(
+        "ds=%s model=%s: %d recommendations for %d users",
+        ds,
+        version,
+        recs.height,
+        recs["user_id"].n_unique(),
+    )
+    return out

@@ -1,0 +1,619 @@
+"""Synthetic e-commerce site: writes landing-zone days (events, items, users) plus the ground truth.
+
+Users and items live in a shared latent space; items belong to categories (a category-level latent
+offset plus item noise), item popularity is heavy-tailed and user activity is heavy-tailed. Each day:
+
+* every user has ``Poisson(activity_u)`` sessions; a session is ``home`` (half popularity, half the
+  user's preferred categories) or ``search`` (one query category, biased to the user's taste);
+* the shown items are ranked by a noisy logging policy and get positions ``1..impressions_per_session``;
+* ``P(click) = sigmoid(bias + affinity + item quality + position bias + scene offset)``,
+  ``P(cart | click)`` depends on affinity, ``P(purchase | cart)`` on affinity and on the user's price
+  sensitivity times ``log(price)`` (price moves purchases, not clicks);
+* click-farm bots (``bot_rate`` of the users) have many regularly timed sessions, click most of what
+  they see (half of it a small set of promoted long-tail items) and never cart or buy.
+
+Files (all Parquet, zstd), one folder per day, each written to a temporary folder and renamed:
+
+* ``landing/events/ds=D/part-0.parquet``, ``landing/items/ds=D/part-0.parquet``,
+  ``landing/users/ds=D/part-0.parquet`` (the landing-zone contract of DESIGN.md);
+* ``truth/exposures/ds=D/part-0.parquet``: ``event_id`` of each impression with its true
+  ``p_click``, ``p_cart`` and ``p_purchase`` (unconditional, i.e. per impression);
+* ``truth/bots.parquet`` (``user_id``) and ``truth/bot_items.parquet`` (``item_id``, promoted items).
+
+Everything is deterministic: the user / item universe depends on ``config.seed`` only, and day ``D``
+draws from ``np.random.default_rng([seed, 1, D.toordinal()])``, so a day's files are byte-identical
+whether it is simulated alone or inside a longer run (on the same machine and library versions).
+The work is vectorised over sessions and impressions (numpy); id strings are built as fixed-width
+byte rows handed to Arrow / polars without per-row Python. Event times are UTC; day ``D`` is the
+business day of ``settings.business_tz`` (default UTC). Rows of a day's events file are grouped by
+session (sessions in order of start time), then position, then funnel stage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from mtl_model.config import Settings
+
+__all__ = ["SimConfig", "SimSummary", "simulate", "main_summary_line", "CATEGORY_PATHS", "EVENT_TYPES"]
+
+EVENT_TYPES = ("impression", "click", "cart", "purchase")
+SCENES = ("home", "search")
+
+# Category paths; the leaf is the search query of the category. More categories than listed get
+# "misc/cat<k>" paths.
+CATEGORY_PATHS = (
+    "fashion/shoes",
+    "fashion/dresses",
+    "fashion/jackets",
+    "fashion/bags",
+    "electronics/phones",
+    "electronics/laptops",
+    "electronics/headphones",
+    "electronics/cameras",
+    "home/furniture",
+    "home/kitchen",
+    "home/bedding",
+    "home/lighting",
+    "beauty/skincare",
+    "beauty/makeup",
+    "sports/running",
+    "sports/cycling",
+    "toys/puzzles",
+    "toys/dolls",
+    "books/novels",
+    "books/cookbooks",
+    "grocery/coffee",
+    "grocery/snacks",
+    "garden/tools",
+    "pets/food",
+)
+BRANDS = (
+    "Acme", "Northwind", "Contoso", "Fabrikam", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay",
+    "Stark", "Wayne", "Tyrell", "Cyberdyne", "Soylent", "Wonka", "Oceanic", "Gringotts", "Monarch",
+    "Pied Piper", "Aperture", "Black Mesa", "Dunder", "Sterling", "Prestige", "Zenith", "Nimbus",
+    "Polaris", "Orbit", "Lumen", "Kestrel",
+)  # fmt: skip
+REGIONS = ("north", "south", "east", "west", "central", "islands")
+REGION_WEIGHTS = np.array([0.25, 0.2, 0.2, 0.15, 0.15, 0.05])
+DEVICES = ("ios", "android", "web")
+DEVICE_WEIGHTS = np.array([0.35, 0.45, 0.2])
+# Share of sessions starting in each hour of the (business) day.
+HOUR_WEIGHTS = np.array([2, 1, 1, 1, 1, 2, 3, 5, 6, 7, 7, 8, 9, 8, 7, 7, 8, 9, 11, 13, 14, 12, 8, 4], float)
+SIGNUP_ANCHOR = date(2024, 1, 1)  # users signed up 1..1500 days before this (and before the simulated day)
+
+# Behaviour parameters (logit scale).
+B_CLICK, A_CLICK, SEARCH_CLICK_OFFSET, POS_DECAY = -3.0, 0.7, 0.35, 0.35
+B_CART, A_CART = -2.35, 0.45
+B_BUY, A_BUY = -2.0, 0.45
+OUT_OF_STOCK_RATE = 0.03
+DEDUP_ROUNDS = 6
+EXPLORE_RATE = 0.15  # share of personal / search draws from a uniformly random category
+BOT_SESSIONS_MEAN, BOT_CLICK_P, BOT_TARGET_SHARE = 12.0, 0.8, 0.5
+# Seconds from one funnel stage to the next (index: event type): min + Exp(mean), capped.
+STAGE_MIN_S = np.array([0.0, 1.0, 2.0, 5.0])
+STAGE_MEAN_S = np.array([0.0, 8.0, 40.0, 90.0])
+STAGE_CAP_S = np.array([0.0, 120.0, 600.0, 900.0])
+US = 1_000_000
+FUNNEL_MAX_US = int((STAGE_MIN_S + STAGE_CAP_S).sum() * US) + 1
+BOT_CLICK_DELAY_US = US + US // 2
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    n_users: int = 2000
+    n_items: int = 1000
+    n_categories: int = 20  # at most n_items are used
+    sessions_per_user: float = 1.2  # mean sessions per user per day (heavy-tailed user activity)
+    impressions_per_session: int = 10
+    search_share: float = 0.3  # share of sessions in the search scene (others: home)
+    latent_dim: int = 8
+    bot_rate: float = 0.005  # share of users that are click-farm bots (0 disables)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.n_users < 1 or self.n_items < 1 or self.n_categories < 1 or self.latent_dim < 1:
+            raise ValueError("n_users, n_items, n_categories and latent_dim must be >= 1")
+        if self.impressions_per_session < 1 or self.sessions_per_user < 0:
+            raise ValueError("impressions_per_session must be >= 1 and sessions_per_user >= 0")
+        if not (0.0 <= self.search_share <= 1.0 and 0.0 <= self.bot_rate <= 1.0):
+            raise ValueError("search_share and bot_rate must be in [0, 1]")
+
+
+@dataclass
+class SimSummary:
+    days: list[date]
+    events: int
+    users: int
+    items: int
+    bots: int
+    sessions: int = 0
+    impressions: int = 0
+    clicks: int = 0
+    carts: int = 0
+    purchases: int = 0
+    seconds: float = 0.0
+    landing_dir: Path | None = None
+    truth_dir: Path | None = None
+    per_day: dict[str, int] = field(default_factory=dict)  # ds -> events
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def ctr(self) -> float:
+        return self.clicks / self.impressions if self.impressions else float("nan")
+
+
+def main_summary_line(s: SimSummary) -> str:
+    span = f"{s.days[0]}..{s.days[-1]}" if s.days else "-"
+    return (
+        f"simulated {len(s.days)} day(s) {span}: {s.events:,} events "
+        f"({s.impressions:,} impressions, {s.clicks:,} clicks, {s.carts:,} carts, {s.purchases:,} purchases; "
+        f"CTR {s.ctr:.1%}) from {s.users:,} users ({s.bots} bots), {s.items:,} items "
+        f"-> {s.landing_dir} ({s.events_per_second:,.0f} events/s)"
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _digits(x: np.ndarray, width: int) -> np.ndarray:
+    """ASCII decimal digits of non-negative integers ``x``, zero-padded: (len(x), width) uint8."""
+    out = np.empty((x.size, width), np.uint8)
+    x = x.astype(np.uint64)
+    for k in range(width - 1, -1, -1):
+        q = x // 10
+        out[:, k] = x - q * 10 + 48
+        x = q
+    return out
+
+
+def _id_bytes(prefix: str, n: int, min_width: int) -> np.ndarray:
+    """Rows ``prefix + zero-padded 0..n-1`` as a (n, w) uint8 array; widens when n needs more digits.
+
+    Built from two small digit tables (the low four digits cycle, the high ones repeat per block).
+    """
+    width = max(min_width, len(str(max(n - 1, 0))))
+    pre = np.frombuffer(prefix.encode("ascii"), np.uint8)
+    p = pre.size
+    low = min(4, width)
+    block = 10**low
+    n_blocks = max(1, -(-n // block))
+    out = np.empty((n_blocks, block, p + width), np.uint8)
+    out[:, :, :p] = pre
+    out[:, :, p + width - low :] = _digits(np.arange(block), low)[None]
+    out[:, :, p : p + width - low] = _digits(np.arange(n_blocks), width - low)[:, None]
+    return out.reshape(-1, p + width)[:n]
+
+
+def _as_strings(rows: np.ndarray, name: str = "") -> pl.Series:
+    """A (n, w) uint8 array of ASCII rows as a polars String series (zero-copy into Arrow)."""
+    n, w = rows.shape
+    offsets = np.arange(0, (n + 1) * w, w, dtype=np.int64)
+    arr = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(rows).reshape(-1))
+    )
+    return pl.Series(name, arr, dtype=pl.String)
+
+
+def _ids(prefix: str, n: int, width: int) -> pl.Series:
+    return _as_strings(_id_bytes(prefix, n, width))
+
+
+class _Sampler:
+    """Inverse-CDF sampling from a cumulative weight array with a guide table (O(1) per draw)."""
+
+    def __init__(self, cw: np.ndarray, buckets_per_item: int = 16) -> None:
+        self.cw, self.n = cw, cw.size
+        self.g = buckets_per_item * cw.size
+        self.scale = self.g / cw[-1]
+        self.guide = np.searchsorted(cw, np.arange(self.g) / self.scale, side="right")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """First index i with cw[i] > x (np.searchsorted(cw, x, 'right')), clipped to n - 1."""
+        shape, x = x.shape, x.reshape(-1)
+        b = np.clip((x * self.scale).astype(np.int64) - 1, 0, self.g - 1)  # a bucket starting <= x
+        idx = self.guide[b]
+        last = self.n - 1
+        todo = np.flatnonzero(self.cw[np.minimum(idx, last)] <= x)
+        while todo.size:
+            idx[todo] += 1
+            nxt = idx[todo]
+            todo = todo[(nxt < last) & (self.cw[np.minimum(nxt, last)] <= x[todo])]
+        return np.minimum(idx, last).reshape(shape)
+
+
+class _Universe:
+    """Users, items and categories; a function of the config (seed) alone."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        rng = np.random.default_rng([cfg.seed, 0])
+        n_u, n_i, d = cfg.n_users, cfg.n_items, cfg.latent_dim
+        n_c = self.n_categories = min(cfg.n_categories, n_i)  # every category gets an item
+        self.cfg = cfg
+        # --- categories
+        paths = [CATEGORY_PATHS[k] if k < len(CATEGORY_PATHS) else f"misc/cat{k:02d}" for k in range(n_c)]
+        self.cat_paths = pl.Series("category_path", paths, dtype=pl.String)
+        self.cat_leaf = pl.Series("query", [p.rsplit("/", 1)[-1] for p in paths] + [None], dtype=pl.String)
+        self.cat_ids = _ids("c", n_c, 2)
+        cat_vec = rng.normal(0.0, 1.0, (n_c, d))
+        cat_logprice = rng.uniform(np.log(8.0), np.log(250.0), n_c)
+        cat_size = rng.lognormal(0.0, 0.5, n_c)  # relative category sizes
+        # --- items: every category gets at least one item
+        first = np.arange(n_c)
+        rest = rng.choice(n_c, size=n_i - first.size, p=cat_size / cat_size.sum())
+        self.item_cat = np.concatenate([first, rest]).astype(np.int64)
+        self.item_vec = cat_vec[self.item_cat] + 0.8 * rng.normal(0.0, 1.0, (n_i, d))
+        self.item_logpop = rng.normal(0.0, 1.1, n_i)
+        z = (self.item_logpop - self.item_logpop.mean()) / (self.item_logpop.std() + 1e-9)
+        self.item_quality = 0.25 * z + rng.normal(0.0, 0.2, n_i)
+        self.item_price = np.maximum(
+            0.99, np.round(np.exp(cat_logprice[self.item_cat] + 0.5 * rng.normal(size=n_i)), 2)
+        )
+        self.item_logprice = np.log(self.item_price)
+        self.logprice_ref = float(self.item_logprice.mean())
+        brand = rng.integers(0, len(BRANDS), n_i)
+        model_no = rng.integers(100, 1000, n_i)
+        self.item_ids = _ids("i", n_i, 6)
+        self.cat_order = np.argsort(self.item_cat, kind="stable")  # items grouped by category
+        counts = np.bincount(self.item_cat, minlength=n_c)
+        self.cat_end = np.cumsum(counts)
+        self.cat_start = self.cat_end - counts
+        self.items = pl.DataFrame(
+            {
+                "item_id": self.item_ids,
+                "category_id": self.cat_ids.gather(self.item_cat),
+                "category_path": self.cat_paths.gather(self.item_cat),
+                "brand": pl.Series(BRANDS).gather(brand),
+                "price": self.item_price,
+                "_model": model_no,
+            }
+        ).with_columns(
+            title=pl.concat_str(
+                pl.col("brand"),
+                pl.col("category_path").str.split("/").list.last(),
+                pl.col("_model").cast(pl.String),
+                separator=" ",
+            )
+        )
+        self.items = self.items.drop("_model")
+        # --- users
+        self.user_vec = rng.normal(0.0, 1.0, (n_u, d))
+        act = rng.lognormal(0.0, 0.9, n_u)
+        self.activity = act * (cfg.sessions_per_user / act.mean())
+        self.price_sens = rng.lognormal(np.log(0.9), 0.35, n_u)
+        region = rng.choice(len(REGIONS), n_u, p=REGION_WEIGHTS / REGION_WEIGHTS.sum())
+        device = rng.choice(len(DEVICES), n_u, p=DEVICE_WEIGHTS / DEVICE_WEIGHTS.sum())
+        self.signup_days = (SIGNUP_ANCHOR.toordinal() - rng.integers(1, 1501, n_u)).astype(np.int64)
+        self.user_ids = _ids("u", n_u, 6)
+        self.users_base = pl.DataFrame(
+            {
+                "user_id": self.user_ids,
+                "region": pl.Series(REGIONS).gather(region),
+                "device": pl.Series(DEVICES).gather(device),
+            }
+        )
+        # preferred categories: top-m of softmax(user . category)
+        m = min(3, n_c)
+        aff = self.user_vec @ cat_vec.T / np.sqrt(d) * 1.5
+        top = np.argsort(-aff, axis=1, kind="stable")[:, :m]
+        w = np.exp(np.take_along_axis(aff, top, axis=1))
+        self.top_cat = top
+        self.top_cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+        # --- bots and the items they promote
+        n_bots = min(n_u, max(1, round(cfg.bot_rate * n_u))) if cfg.bot_rate > 0 else 0
+        self.bots = np.sort(rng.choice(n_u, n_bots, replace=False)) if n_bots else np.zeros(0, np.int64)
+        self.is_bot = np.zeros(n_u, bool)
+        self.is_bot[self.bots] = True
+        n_targets = max(1, min(10, n_i // 50))
+        tail = np.argsort(self.item_logpop, kind="stable")[: max(n_targets, n_i // 2)]
+        self.bot_items = np.sort(rng.choice(tail, n_targets, replace=False))
+
+
+@dataclass
+class _Day:
+    events: pl.DataFrame
+    items: pl.DataFrame
+    users: pl.DataFrame
+    exposures: pl.DataFrame
+    sessions: int
+    counts: np.ndarray  # events per type
+
+
+def _day_bounds_us(day: date, tz: str) -> tuple[int, int]:
+    """Start (UTC epoch microseconds) and length of business day ``day``."""
+    zone = ZoneInfo(tz)
+    start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone).astimezone(UTC)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return (start - epoch) // timedelta(microseconds=1), (end - start) // timedelta(microseconds=1)
+
+
+def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
+    cfg = uni.cfg
+    rng = np.random.default_rng([cfg.seed, 1, day.toordinal()])
+    n_u, n_i, n_c, K = cfg.n_users, cfg.n_items, uni.n_categories, cfg.impressions_per_session
+    day0_us, day_us = _day_bounds_us(day, tz)
+
+    # ---- today's catalogue: stock and sampling weights
+    in_stock = rng.random(n_i) >= OUT_OF_STOCK_RATE
+    weight = np.exp(uni.item_logpop) * np.where(in_stock, 1.0, 1e-9)
+    cw_all = np.cumsum(weight)
+    cw_cat = np.cumsum(weight[uni.cat_order])
+    draw_all, draw_cat = _Sampler(cw_all), _Sampler(cw_cat)
+    cat_hi = cw_cat[uni.cat_end - 1]
+    cat_lo = np.where(uni.cat_start > 0, cw_cat[np.maximum(uni.cat_start - 1, 0)], 0.0)
+
+    # ---- sessions
+    lam = np.where(uni.is_bot, BOT_SESSIONS_MEAN, uni.activity)
+    n_sess = rng.poisson(lam)
+    S = int(n_sess.sum())
+    s_user = np.repeat(np.arange(n_u), n_sess)
+    s_bot = uni.is_bot[s_user]
+    s_search = (rng.random(S) < cfg.search_share) & ~s_bot
+
+    def taste_category(users: np.ndarray) -> np.ndarray:
+        """A category per entry of ``users``: one of the user's top categories, sometimes a random one."""
+        u = rng.random(users.size)
+        k = (u[:, None] > uni.top_cum[users, :-1]).sum(axis=1)
+        cats = uni.top_cat[users, k]
+        explore = rng.random(users.size) < EXPLORE_RATE
+        return np.where(explore, rng.integers(0, n_c, users.size), cats)
+
+    s_qcat = taste_category(s_user)
+
+    # ---- shown items (S, K): search from the query category; home half personal, half popular
+    def draw(cat: np.ndarray, r: np.ndarray, uniform: bool = False) -> np.ndarray:
+        """An item per slot: by popularity (or uniformly) within category ``cat``; by popularity
+        overall where ``cat`` < 0."""
+        out = np.empty(r.shape, np.int64)
+        p, q = np.flatnonzero(cat >= 0), np.flatnonzero(cat < 0)
+        c = cat[p]
+        if uniform:
+            pos = uni.cat_start[c] + (r[p] * (uni.cat_end[c] - uni.cat_start[c])).astype(np.int64)
+        else:
+            lo = cat_lo[c]
+            pos = draw_cat(lo + r[p] * (cat_hi[c] - lo))
+        out[p] = uni.cat_order[pos.clip(uni.cat_start[c], uni.cat_end[c] - 1)]
+        out[q] = draw_all(r[q] * cw_all[-1])
+        return out
+
+    slot_cat = np.where(s_search[:, None], s_qcat[:, None], -1).repeat(K, axis=1).reshape(-1)
+    home = (~s_search & ~s_bot)[:, None]
+    home_personal = np.flatnonzero(home & (rng.random((S, K)) < 0.5))
+    slot_cat[home_personal] = taste_category(s_user[home_personal // K])
+    items = draw(slot_cat, rng.random(S * K)).reshape(S, K)
+    bot_s = np.flatnonzero(s_bot)
+    if bot_s.size:  # bots: half promoted items, half popular
+        promo = rng.random((bot_s.size, K)) < BOT_TARGET_SHARE
+        target = uni.bot_items[rng.integers(0, uni.bot_items.size, (bot_s.size, K))]
+        items[bot_s] = np.where(promo, target, items[bot_s])
+    # redraw repeated items of a session: from the same category (uniformly: the long tail fills up
+    # small categories) first, then from overall popularity
+    rows = np.arange(S)
+    for attempt in range(DEDUP_ROUNDS):
+        sub = items[rows]
+        order = np.argsort(sub, axis=1, kind="stable")
+        srt = np.take_along_axis(sub, order, axis=1)
+        rr, cc = np.nonzero(srt[:, 1:] == srt[:, :-1])
+        if rr.size == 0:
+            break
+        again = rows[rr] * K + order[rr, cc + 1]
+        same_source = attempt < DEDUP_ROUNDS // 2
+        cat = slot_cat[again] if same_source else np.full(again.size, -1)
+        items.reshape(-1)[again] = draw(cat, rng.random(again.size), uniform=same_source)
+        rows = np.unique(rows[rr])
+
+    # ---- logging policy: rank by a noisy relevance score; positions 1..K
+    aff = np.einsum("sd,skd->sk", uni.user_vec[s_user], uni.item_vec[items]) / np.sqrt(cfg.latent_dim)
+    score = aff + 0.5 * uni.item_logpop[items] + rng.normal(0.0, 1.0, (S, K))
+    rank = np.argsort(-score, axis=1, kind="stable")
+    items = np.take_along_axis(items, rank, axis=1)
+    aff = np.take_along_axis(aff, rank, axis=1)
+
+    # ---- true probabilities and outcomes
+    pos_bias = -POS_DECAY * np.log(np.arange(1, K + 1))
+    logit = B_CLICK + A_CLICK * aff + uni.item_quality[items] + pos_bias[None, :]
+    logit += SEARCH_CLICK_OFFSET * s_search[:, None]
+    p_click = _sigmoid(logit)
+    p_cart_c = _sigmoid(B_CART + A_CART * aff)
+    price_term = uni.price_sens[s_user][:, None] * (uni.item_logprice[items] - uni.logprice_ref)
+    p_buy_c = _sigmoid(B_BUY + A_BUY * aff - price_term)
+    bot_rows = s_bot[:, None]
+    p_click = np.where(bot_rows, BOT_CLICK_P, p_click)
+    p_cart_c = np.where(bot_rows, 0.0, p_cart_c)
+    p_buy_c = np.where(bot_rows, 0.0, p_buy_c)
+    u3 = rng.random((3, S, K))
+    click = u3[0] < p_click
+    cart = click & (u3[1] < p_cart_c)
+    buy = cart & (u3[2] < p_buy_c)
+
+    # ---- timing (microseconds from the start of the day)
+    gaps = np.minimum(rng.exponential(4.0, (S, K)), 60.0)
+    gaps[:, 0] = 0.0
+    imp_off = (np.cumsum(gaps, axis=1) * US).astype(np.int64)
+    imp_off[bot_s] = np.arange(K) * 2 * US  # bots: metronome timing, sessions evenly spread over the day
+    hour = rng.choice(24, S, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+    start = ((hour + rng.random(S)) * (day_us / 24)).astype(np.int64)
+    if bot_s.size:
+        first = np.cumsum(n_sess) - n_sess  # index of each user's first session
+        j = bot_s - first[s_user[bot_s]]
+        spacing = day_us // n_sess[s_user[bot_s]]
+        phase = (rng.random(n_u) * 600).astype(np.int64) * US  # per bot, whole seconds
+        start[bot_s] = phase[s_user[bot_s]] + (j * spacing // US) * US
+    span = imp_off[:, -1] + np.where(s_bot, BOT_CLICK_DELAY_US, FUNNEL_MAX_US)
+    start = np.clip(start, 0, np.maximum(day_us - 1 - span, 0))
+
+    # ---- events: sessions in order of start time, then position, then funnel stage; no global sort
+    perm = np.argsort(start, kind="stable")
+    happened = np.stack([np.ones_like(click), click, cart, buy], axis=2)[perm]  # (S, K, 4)
+    flat = np.flatnonzero(happened)
+    sess = flat // (4 * K)  # session number of the day (in start order)
+    pos0 = flat // 4 % K
+    etype = (flat % 4).astype(np.int8)
+    ex = perm[sess] * K + pos0  # exposure index into the (S, K) arrays above
+    user = s_user[perm][sess]
+    # delay of each click / cart / purchase after the previous stage of its exposure (the rows of one
+    # exposure are adjacent: impression, click, cart, purchase), summed from the impression on
+    later = np.flatnonzero(etype)
+    stage = etype[later]
+    delay = np.zeros(flat.size, np.int64)
+    draws = STAGE_MIN_S[stage] + np.minimum(
+        rng.exponential(1.0, later.size) * STAGE_MEAN_S[stage], STAGE_CAP_S[stage]
+    )
+    delay[later] = np.where(uni.is_bot[user[later]], BOT_CLICK_DELAY_US, (draws * US).astype(np.int64))
+    acc = np.cumsum(delay)
+    head = np.maximum.accumulate(np.where(etype == 0, np.arange(flat.size), 0))  # row of the impression
+    t = day0_us + (start[:, None] + imp_off).reshape(-1)[ex] + (acc - acc[head])
+    item = items.reshape(-1)[ex]
+    search = s_search[perm][sess]
+    counts = np.bincount(etype, minlength=4)
+    ymd = day.strftime("%Y%m%d")
+    event_bytes = _id_bytes(f"e{ymd}-", flat.size, 8)
+    q_idx = np.where(s_search, s_qcat, n_c)[perm][sess]
+    events = pl.DataFrame(
+        [
+            _as_strings(event_bytes, "event_id"),
+            pl.Series("event_time", t).cast(pl.Datetime("us", "UTC")),
+            uni.user_ids.gather(user).alias("user_id"),
+            uni.item_ids.gather(item).alias("item_id"),
+            pl.Series("event_type", EVENT_TYPES).gather(etype),
+            pl.Series("scene", SCENES).gather(search.astype(np.int8)),
+            uni.cat_leaf.gather(q_idx).alias("query"),
+            pl.Series("position", (pos0 + 1).astype(np.int32)),
+            _as_strings(_id_bytes(f"s{ymd}-", S, 6)[sess], "session_id"),
+            pl.Series("price", uni.item_price[item]),
+            uni.cat_ids.gather(uni.item_cat[item]).alias("category_id"),
+        ]
+    )
+    imp_rows = np.flatnonzero(etype == 0)
+    ex_imp = ex[imp_rows]
+    p_cart = p_click * p_cart_c
+    exposures = pl.DataFrame(
+        [
+            _as_strings(event_bytes[imp_rows], "event_id"),
+            pl.Series("p_click", p_click.reshape(-1)[ex_imp]),
+            pl.Series("p_cart", p_cart.reshape(-1)[ex_imp]),
+            pl.Series("p_purchase", (p_cart * p_buy_c).reshape(-1)[ex_imp]),
+        ]
+    )
+    items_df = uni.items.with_columns(in_stock=pl.Series(in_stock))
+    signup = np.minimum(uni.signup_days, day.toordinal() - 1) - date(1970, 1, 1).toordinal()
+    users_df = uni.users_base.with_columns(
+        signup_date=pl.Series(signup.astype(np.int32)).cast(pl.Date)
+    ).select("user_id", "signup_date", "region", "device")
+    return _Day(events, items_df, users_df, exposures, S, counts)
+
+
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
+
+
+def _stage(df: pl.DataFrame, folder: Path) -> Path:
+    """Write ``df`` as ``part-0.parquet`` into a temporary sibling of ``folder``; returns that folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    df.write_parquet(tmp / "part-0.parquet", **PARQUET_OPTIONS)
+    return tmp
+
+
+def _commit(tmp: Path, folder: Path) -> None:
+    """Replace ``folder`` by the staged ``tmp`` folder (renames only)."""
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _write_file(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.write_parquet(tmp, **PARQUET_OPTIONS)
+    os.replace(tmp, path)
+
+
+def simulate(settings: Settings, start: date | str, days: int, config: SimConfig = SimConfig()) -> SimSummary:  # noqa: B008
+    """Simulate ``days`` days from ``start``; write the landing zone and ``settings.home / "truth"``.
+
+    Each day's folders (``landing/{events,items,users}/ds=D`` and ``truth/exposures/ds=D``) are
+    replaced as a whole; events are committed last, so a present events folder means a complete day.
+    Files of day D are written by two threads while day D+1 is being simulated.
+    """
+    if isinstance(start, str):
+        start = date.fromisoformat(start)
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    t0 = time.perf_counter()
+    uni = _Universe(config)
+    truth = settings.home / "truth"
+    _write_file(pl.DataFrame({"user_id": uni.user_ids.gather(uni.bots)}), truth / "bots.parquet")
+    _write_file(pl.DataFrame({"item_id": uni.item_ids.gather(uni.bot_items)}), truth / "bot_items.parquet")
+    summary = SimSummary(
+        days=[],
+        events=0,
+        users=config.n_users,
+        items=config.n_items,
+        bots=int(uni.bots.size),
+        landing_dir=settings.landing_dir,
+        truth_dir=truth,
+    )
+    pending: list[tuple[Future[Path], Path]] = []
+
+    def commit_pending() -> None:
+        staged = [(fut.result(), folder) for fut, folder in pending]  # raises if a write failed
+        for tmp, folder in reversed(staged):  # events (submitted first) are committed last
+            _commit(tmp, folder)
+        pending.clear()
+
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulate-write")
+    try:
+        for k in range(days):
+            day = start + timedelta(days=k)
+            res = _simulate_day(uni, day, settings.business_tz)
+            commit_pending()
+            # biggest first, so that the events file starts writing at once
+            jobs = [
+                (res.events, settings.landing("events", day)),
+                (res.exposures, truth / "exposures" / f"ds={day}"),
+                (res.users, settings.landing("users", day)),
+                (res.items, settings.landing("items", day)),
+            ]
+            pending.extend((pool.submit(_stage, df, folder), folder) for df, folder in jobs)
+            n_events = int(res.counts.sum())
+            summary.days.append(day)
+            summary.per_day[str(day)] = n_events
+            summary.events += n_events
+            summary.sessions += res.sessions
+            summary.impressions += int(res.counts[0])
+            summary.clicks += int(res.counts[1])
+            summary.carts += int(res.counts[2])
+            summary.purchases += int(res.counts[3])
+        commit_pending()
+    finally:
+        pool.shutdown(wait=True)
+        for fut, _folder in pending:  # a failure left staged folders behind: drop them
+            if not fut.cancelled() and fut.exception() is None:
+                shutil.rmtree(fut.result(), ignore_errors=True)
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny simulated landing zone, and helpers to run dbt and the CLI for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.simulate import SimConfig, simulate
+
+START = date(2026, 3, 1)
+DAYS = 5
+LAST = date(2026, 3, 5)
+TINY = SimConfig(n_users=150, n_items=80, seed=7, bot_rate=0.02)
+DBT = str(Path(sys.executable).parent / "dbt")
+
+
+@pytest.fixture(scope="session")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A landing zone of 5 simulated days (read-only for tests: copy it to change it)."""
+    home = tmp_path_factory.mktemp("landed")
+    simulate(Settings(home=home), START, DAYS, TINY)
+    return home
+
+
+@pytest.fixture()
+def home(landed: Path, tmp_path: Path) -> Path:
+    """A fresh TANDEM_HOME with its own copy of the tiny landing zone."""
+    shutil.copytree(landed / "landing", tmp_path / "landing")
+    if (landed / "truth").exists():
+        shutil.copytree(landed / "truth", tmp_path / "truth")
+    return tmp_path
+
+
+def tandem_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TANDEM_", "AIRFLOW"))}
+    env.update(Settings(home=home, task_retries=0, epochs=2, batch_size=256).as_env())
+    env.update({"DO_NOT_TRACK": "1", "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False", **extra})
+    return env
+
+
+def dbt_build(home: Path, ds: date, *args: str) -> subprocess.CompletedProcess:
+    """`dbt build --vars run_date` on the real project, against the home's warehouse."""
+    return subprocess.run(
+        [
+            DBT,
+            "build",
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(home / "dbt_target"),
+            "--log-path",
+            str(home / "dbt_logs"),
+            "--vars",
+            f"{{run_date: '{ds}'}}",
+            *args,
+        ],
+        env=tandem_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def tandem_cli(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the `tandem` CLI in a subprocess (its own embedded Airflow under home/airflow)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mtl_model.cli", *args],
+        env=tandem_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

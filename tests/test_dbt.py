@@ -1,0 +1,158 @@
+"""The real dbt project on DuckDB over a tiny simulated landing zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from tests.conftest import START, dbt_build
+
+MARTS = ("stg_events", "stg_events_quarantine", "users", "items", "interactions")
+
+
+def rows(home: Path, table: str) -> list[tuple]:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(f"select * from {table} order by all").fetchall()
+
+
+def days(home: Path, table: str) -> list[date]:
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return [r[0] for r in con.execute(f"select distinct ds from {table} order by ds").fetchall()]
+
+
+def test_build_loads_history_up_to_run_date_and_rerun_replaces_the_day(home: Path) -> None:
+    ds = START + timedelta(days=2)
+    first = dbt_build(home, ds)
+    assert first.returncode == 0, first.stdout[-3000:]
+    # first build: every landed day up to ds, never a later one (no leakage from ds+1, ds+2)
+    for table in ("stg_events", "users", "items", "interactions"):
+        assert days(home, table) == [START, START + timedelta(days=1), ds]
+    before = {t: rows(home, t) for t in MARTS}
+    assert len(before["interactions"]) > 1000
+
+    again = dbt_build(home, ds)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert {t: rows(home, t) for t in MARTS} == before  # same rows, no duplicates
+
+    nxt = dbt_build(home, ds + timedelta(days=1))
+    assert nxt.returncode == 0, nxt.stdout[-3000:]
+    assert days(home, "interactions")[-1] == ds + timedelta(days=1)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        dup = con.execute("select count(*) - count(distinct exposure_id) from interactions").fetchall()[0][0]
+        window = con.execute("select min(ds), max(ds) from training_samples").fetchall()[0]
+    assert dup == 0
+    assert window == (START, ds + timedelta(days=1))
+
+
+def test_interactions_labels_follow_the_events(home: Path) -> None:
+    ds = START
+    assert dbt_build(home, ds).returncode == 0
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        per_type = dict(
+            con.execute(
+                "select event_type, count(distinct (session_id, item_id)) from stg_events group by 1"
+            ).fetchall()
+        )
+        labels = con.execute(
+            "select count(*), sum(click), sum(cart), sum(purchase) from interactions"
+        ).fetchall()[0]
+    assert labels[0] == per_type["impression"]
+    assert (labels[1], labels[2], labels[3]) == (per_type["click"], per_type["cart"], per_type["purchase"])
+
+
+def test_bad_rows_are_quarantined_with_a_reason_and_nothing_is_lost(home: Path) -> None:
+    ds = START + timedelta(days=1)
+    folder = home / "landing" / "events" / f"ds={ds}"
+    good = pl.read_parquet(folder / "part-0.parquet")
+    base = good.head(6)
+    noon = datetime(ds.year, ds.month, ds.day, 12, tzinfo=UTC)
+    bad = pl.concat(
+        [
+            base[0:1].with_columns(
+                pl.lit(None, pl.String).alias("user_id"), pl.lit("bad-1").alias("event_id")
+            ),
+            base[1:2].with_columns(pl.lit("teleport").alias("event_type"), pl.lit("bad-2").alias("event_id")),
+            base[2:3].with_columns(pl.lit(-5.0).alias("price"), pl.lit("bad-3").alias("event_id")),
+            base[3:4].with_columns(
+                pl.lit(noon + timedelta(days=3)).dt.cast_time_unit("us").alias("event_time"),
+                pl.lit("bad-4").alias("event_id"),
+            ),
+            base[4:6],  # exact duplicates of two landed events
+        ]
+    )
+    bad.write_parquet(folder / "part-1.parquet")
+    assert dbt_build(home, ds).returncode == 0
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        reasons = dict(
+            con.execute(
+                "select event_id, reject_reason from stg_events_quarantine where ds = ?", [ds]
+            ).fetchall()
+        )
+        staged = con.execute("select count(*) from stg_events where ds = ?", [ds]).fetchall()[0][0]
+    assert reasons == {
+        "bad-1": "null_user_id",
+        "bad-2": "unknown_event_type",
+        "bad-3": "price_out_of_range",
+        "bad-4": "future_event_time",
+    }
+    landed = good.height + bad.height
+    duplicates_removed = 2
+    assert staged + len(reasons) + duplicates_removed == landed
+
+
+def test_run_date_is_required(home: Path) -> None:
+    import subprocess
+    import sys
+
+    from mtl_model.config import DBT_PROJECT_DIR
+    from tests.conftest import tandem_env
+
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(home / "t"),
+            "--log-path",
+            str(home / "l"),
+            "--select",
+            "stg_events",
+        ],
+        env=tandem_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "run_date" in out.stdout
+
+
+@pytest.mark.parametrize("table", ["training_samples", "scoring_candidates", "user_day_activity"])
+def test_export_models_are_scoped_to_the_run_date(home: Path, table: str) -> None:
+    ds = START + timedelta(days=2)
+    assert dbt_build(home, ds).returncode == 0
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        n = con.execute(f"select count(*) from {table}").fetchall()[0][0]
+        assert n > 0
+        if table == "training_samples":
+            assert con.execute("select max(ds) from training_samples").fetchall()[0][0] == ds
+        if table == "scoring_candidates":
+            active = con.execute(
+                "select count(distinct user_id) from stg_events where ds = ?", [ds]
+            ).fetchall()[0][0]
+            got = con.execute("select count(distinct user_id) from scoring_candidates").fetchall()[0][0]
+            assert got == active
+            assert (
+                con.execute(
+                    "select count(*) - count(distinct (user_id, item_id)) from scoring_candidates"
+                ).fetchall()[0][0]
+                == 0
+            )
