@@ -17,6 +17,7 @@ from mtl_model.simulate import SimConfig, simulate
 START = date(2026, 3, 1)
 DAYS = 5
 LAST = date(2026, 3, 5)
+BUILT_DS = date(2026, 3, 4)  # the day `built_once` is built for (first build: every day up to it)
 TINY = SimConfig(n_users=150, n_items=80, seed=7, bot_rate=0.02)
 DBT = str(Path(sys.executable).parent / "dbt")
 
@@ -36,6 +37,24 @@ def home(landed: Path, tmp_path: Path) -> Path:
     if (landed / "truth").exists():
         shutil.copytree(landed / "truth", tmp_path / "truth")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def built_once(landed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose warehouse dbt built once for BUILT_DS (read-only: use `built_home` to change it)."""
+    home = tmp_path_factory.mktemp("built")
+    shutil.copytree(landed / "landing", home / "landing")
+    done = dbt_build(home, BUILT_DS)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return home
+
+
+@pytest.fixture()
+def built_home(built_once: Path, tmp_path: Path) -> Path:
+    """A private copy of `built_once` (landing zone + warehouse built for BUILT_DS)."""
+    home = tmp_path / "home"
+    shutil.copytree(built_once, home, ignore=shutil.ignore_patterns("dbt_target", "dbt_logs"))
+    return home
 
 
 def tandem_env(home: Path, **extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from tests.conftest import START, dbt_build
+from tests.conftest import BUILT_DS, START, dbt_build
 
 MARTS = ("stg_events", "stg_events_quarantine", "users", "items", "interactions")
 
@@ -136,10 +136,9 @@ def test_run_date_is_required(home: Path) -> None:
 
 
 @pytest.mark.parametrize("table", ["training_samples", "scoring_candidates", "user_day_activity"])
-def test_export_models_are_scoped_to_the_run_date(home: Path, table: str) -> None:
-    ds = START + timedelta(days=2)
-    assert dbt_build(home, ds).returncode == 0
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+def test_export_models_are_scoped_to_the_run_date(built_once: Path, table: str) -> None:
+    ds = BUILT_DS
+    with duckdb.connect(str(built_once / "warehouse.duckdb"), read_only=True) as con:
         n = con.execute(f"select count(*) from {table}").fetchall()[0][0]
         assert n > 0
         if table == "training_samples":

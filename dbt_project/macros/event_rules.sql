@@ -1,5 +1,12 @@
+{#- The business date of a UTC timestamp, in TANDEM_BUSINESS_TZ (default UTC). -#}
+{% macro business_date(ts) -%}
+  cast(timezone('{{ env_var("TANDEM_BUSINESS_TZ", "UTC") }}', cast({{ ts }} as timestamptz)) as date)
+{%- endmacro %}
+
 {#- Reason a landed event row cannot be staged, or null when it is valid. One place for the rules,
-    used by stg_events (keeps reason is null) and stg_events_quarantine (keeps the rest). -#}
+    used by stg_events (keeps reason is null) and stg_events_quarantine (keeps the rest).
+    Late events (business date before the folder's ds) stay valid up to `late_days_allowed` days:
+    they count in the day they landed (see stg_events). -#}
 {% macro event_reject_reason() -%}
   case
     when event_id is null then 'null_event_id'
@@ -9,6 +16,7 @@
     when lower(event_type) not in ('impression', 'view', 'click', 'cart', 'fav', 'purchase')
       or event_type is null then 'unknown_event_type'
     when price < 0 or price > 1e7 then 'price_out_of_range'
-    when cast(timezone('UTC', cast(event_time as timestamptz)) as date) > ds then 'future_event_time'
+    when {{ business_date('event_time') }} > ds then 'future_event_time'
+    when {{ business_date('event_time') }} < ds - interval ({{ var('late_days_allowed') }}) day then 'late_beyond_allowed'
   end
 {%- endmacro %}

@@ -1,6 +1,7 @@
 {#- Candidate (user, item) pairs to score for the run date: every user active on the day, crossed
     with the most clicked items of each scene over the last `popularity_days`, in stock, not bought
-    by that user in that window. One row per pair, in the scene where the item ranks best. -#}
+    by that user in that window. One row per pair, in the scene where the item ranks best, with the
+    features as of the end of the run date. -#}
 with window_interactions as (
     select * from {{ ref('interactions') }}
     where ds between {{ run_date() }} - interval ({{ var('popularity_days') }} - 1) day and {{ run_date() }}
@@ -36,18 +37,25 @@ in_stock as (
 
 bought as (
     select distinct user_id, item_id from window_interactions where purchase = 1
+),
+
+pairs as (
+    select
+        u.user_id,
+        p.item_id,
+        s.category_id,
+        p.scene,
+        cast(null as integer) as position,
+        s.price,
+        p.popularity_rank
+    from active_users as u
+    cross join best_scene as p
+    inner join in_stock as s on s.item_id = p.item_id
+    anti join bought as b on b.user_id = u.user_id and b.item_id = p.item_id
 )
 
-select
-    u.user_id,
-    p.item_id,
-    s.category_id,
-    p.scene,
-    cast(null as integer) as position,
-    s.price,
-    p.popularity_rank
-from active_users as u
-cross join best_scene as p
-inner join in_stock as s on s.item_id = p.item_id
-anti join bought as b on b.user_id = u.user_id and b.item_id = p.item_id
-order by u.user_id, p.item_id
+-- features as of the end of the run date: the recommendations are for the next day
+select x.*, {{ feature_columns() }}
+from pairs as x
+{{ feature_joins(run_date()) }}
+order by x.user_id, x.item_id

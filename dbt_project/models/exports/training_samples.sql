@@ -1,7 +1,11 @@
-{#- Exposures of the training window: the `train_window_days` days ending at the run date. The run
-    date itself is the held-out validation day. Exported to Parquet for the (GPU) trainer. -#}
+{#- Exposures of the training window (the `train_window_days` days ending at the run date; the run
+    date itself is the validation day), with labels and the point-in-time features as of the day
+    BEFORE each exposure: nothing from the exposure's own day leaks into its features. -#}
 select
-    ds, exposure_id, user_id, item_id, category_id, scene, position, price, click, cart, purchase
-from {{ ref('interactions') }}
-where ds between {{ run_date() }} - interval ({{ var('train_window_days') }} - 1) day and {{ run_date() }}
-order by ds, exposure_id
+    x.ds, x.exposure_id, x.user_id, x.item_id, x.category_id, x.scene, x.position, x.price,
+    x.click, x.cart, x.purchase,
+    {{ feature_columns() }}
+from {{ ref('interactions') }} as x
+{{ feature_joins('x.ds - 1') }}
+where x.ds between {{ run_date() }} - interval ({{ var('train_window_days') }} - 1) day and {{ run_date() }}
+order by x.ds, x.exposure_id

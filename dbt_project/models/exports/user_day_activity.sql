@@ -7,16 +7,31 @@ with events as (
 click_gaps as (
     select
         user_id,
-        epoch(event_time - lag(event_time) over (partition by user_id order by event_time, event_id)) as gap_s
+        epoch_us(event_time) - lag(epoch_us(event_time)) over (
+            partition by user_id order by event_time, event_id
+        ) as gap_us
     from events
     where event_type = 'click'
 ),
 
+-- integer sums are exact, so mean and spread do not depend on DuckDB's parallel sum order
 gap_stats as (
-    select user_id, avg(gap_s) as mean_click_gap_s, stddev_pop(gap_s) as std_click_gap_s
+    select
+        user_id,
+        count(*) as n,
+        sum(gap_us)::hugeint as s1,
+        sum(gap_us::hugeint * gap_us) as s2
     from click_gaps
-    where gap_s is not null
+    where gap_us is not null
     group by user_id
+),
+
+gap_moments as (
+    select
+        user_id,
+        s1 / n / 1e6 as mean_click_gap_s,
+        sqrt(greatest((s2 - s1 * s1 / n) / n, 0)) / 1e6 as std_click_gap_s
+    from gap_stats
 )
 
 select
@@ -28,11 +43,11 @@ select
     count(*) filter (where e.event_type = 'click')::bigint as clicks,
     count(*) filter (where e.event_type = 'cart')::bigint as carts,
     count(*) filter (where e.event_type = 'purchase')::bigint as purchases,
-    coalesce(sum(e.price) filter (where e.event_type = 'purchase'), 0)::double as spend,
+    coalesce(sum(e.price::decimal(18, 2)) filter (where e.event_type = 'purchase'), 0)::double as spend,
     count(distinct e.item_id)::bigint as distinct_items,
     g.mean_click_gap_s,
     g.std_click_gap_s
 from events as e
-left join gap_stats as g using (user_id)
+left join gap_moments as g using (user_id)
 group by e.user_id, g.mean_click_gap_s, g.std_click_gap_s
 order by e.user_id

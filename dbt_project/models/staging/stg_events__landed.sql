@@ -20,5 +20,7 @@ select
     cast(price as double) as price,
     cast(category_id as varchar) as category_id,
     cast(ds as date) as ds,
+    {{ business_date('event_time') }} as event_date,
+    {{ business_date('event_time') }} < cast(ds as date) as is_late,
     {{ event_reject_reason() }} as reject_reason
 from landed

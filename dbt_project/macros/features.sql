@@ -1,0 +1,33 @@
+{#- The as-of days an incremental feature model builds: the run date, or every day up to it. -#}
+{% macro feature_days(stats_relation) -%}
+  select distinct ds as as_of from {{ stats_relation }} where {{ days_to_build() }}
+{%- endmacro %}
+
+{#- sum(measure) over the `days` days ending at as_of (stats aliased s, spine aliased d). -#}
+{% macro window_sum(measure, days) -%}
+  coalesce(sum(s.{{ measure }}) filter (where s.ds > d.as_of - interval ({{ days }}) day), 0)
+{%- endmacro %}
+
+{#- (hits + prior · strength) / (trials + strength): a rate pulled towards a prior when trials are few. -#}
+{% macro smoothed_rate(hits, trials, prior, strength=20) -%}
+  (({{ hits }}) + {{ prior }} * {{ strength }}) / (({{ trials }}) + {{ strength }})
+{%- endmacro %}
+
+{#- Left joins of the point-in-time features as of `as_of` onto exposures / candidates aliased `x`
+    (columns user_id, item_id, category_id). Used by training_samples (as of the day before each
+    exposure) and scoring_candidates (as of the run date). -#}
+{% macro feature_joins(as_of) -%}
+left join {{ ref('user_features') }} as uf
+    on uf.user_id = x.user_id and uf.ds = {{ as_of }}
+left join {{ ref('item_features') }} as itf
+    on itf.item_id = x.item_id and itf.ds = {{ as_of }}
+left join {{ ref('user_category_features') }} as ucf
+    on ucf.user_id = x.user_id and ucf.category_id = x.category_id and ucf.ds = {{ as_of }}
+{%- endmacro %}
+
+{#- The feature columns the model reads (all numeric, prefixed f_), plus the price relative to the
+    user's usual price level. -#}
+{% macro feature_columns() -%}
+    columns('^f_(u|i|uc)_'),
+    x.price / nullif(uf.f_u_avg_clicked_price_30d, 0) as f_x_price_vs_user_level
+{%- endmacro %}

@@ -1,0 +1,13 @@
+{#- Per user, item category and day: exposures and clicks, for user × category affinity. -#}
+{{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_run_date() }}") }}
+
+select
+    ds,
+    user_id,
+    category_id,
+    count(*)::bigint as exposures,
+    sum(click)::bigint as clicks,
+    sum(purchase)::bigint as purchases
+from {{ ref('interactions') }}
+where {{ days_to_build() }} and category_id is not null
+group by ds, user_id, category_id
