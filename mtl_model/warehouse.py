@@ -22,8 +22,10 @@ EXPORTS = {
     "candidates": "scoring_candidates",
     "user_activity": "user_day_activity",
 }
+# output tables computed by dbt in the warehouse, written straight to outputs/ds=D/<name>.parquet
+WAREHOUSE_OUTPUTS = ("rec_feedback",)
 # published tables, in load order; each is outputs/ds=D/<table>.parquet with a `ds` column
-OUTPUT_TABLES = ("data_checks", "model_metrics", "recommendations", "anomalies")
+OUTPUT_TABLES = ("data_checks", "model_metrics", "recommendations", "anomalies", "rec_feedback")
 
 
 def _sql_path(path: Path) -> str:
@@ -39,8 +41,11 @@ def _replace_file(src_writer, dest: Path) -> None:
 
 
 def export_day(settings: Settings, ds: date) -> dict[str, int]:
-    """Copy the export models of ``ds`` to ``exports/ds=D/<name>.parquet``; return row counts."""
+    """Copy the export models of ``ds`` to ``exports/ds=D/<name>.parquet`` (and the warehouse-computed
+    outputs to ``outputs/ds=D/``); return row counts."""
     out = settings.export_dir(ds)
+    targets = {name: (model, out / f"{name}.parquet") for name, model in EXPORTS.items()}
+    targets |= {name: (name, settings.output_dir(ds) / f"{name}.parquet") for name in WAREHOUSE_OUTPUTS}
     counts: dict[str, int] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         days = con.execute("select min(ds), max(ds) from training_samples").fetchall()[0]
@@ -49,12 +54,12 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
                 f"training_samples ends at {days[1]}, expected ds={ds}: run dbt for this day first "
                 "(or the day has no exposures)"
             )
-        for name, model in EXPORTS.items():
+        for name, (model, dest) in targets.items():
             _replace_file(
                 lambda tmp, model=model: con.execute(
                     f"copy (select * from {model}) to '{_sql_path(tmp)}' (format parquet, compression zstd)"
                 ),
-                out / f"{name}.parquet",
+                dest,
             )
             counts[name] = con.execute(f"select count(*) from {model}").fetchall()[0][0]
     return counts

@@ -1,7 +1,12 @@
-{#- Candidate (user, item) pairs to score for the run date: every user active on the day, crossed
-    with the most clicked items of each scene over the last `popularity_days`, in stock, not bought
-    by that user in that window. One row per pair, in the scene where the item ranks best, with the
-    features as of the end of the run date. -#}
+{#- Candidate (user, item) pairs to score for the run date, for every user active on the day, from
+    four sources over the windows ending at the run date:
+      popular   the most clicked items of each scene (`candidates_popular_per_scene`)
+      affinity  the most clicked items of the user's top categories (`candidates_per_category` each)
+      covisit   items clicked in the same sessions as the items the user clicked (`candidates_covisit`)
+      recent    items the user clicked or carted in the last 7 days (`candidates_recent`)
+    Out-of-stock items, and (when `exclude_bought`) items the user bought in the window, are removed.
+    One row per pair (sources joined with '+'), at most `max_candidates_per_user`, with the features
+    as of the end of the run date (the recommendations are for the next day). -#}
 with window_interactions as (
     select * from {{ ref('interactions') }}
     where ds between {{ run_date() }} - interval ({{ var('popularity_days') }} - 1) day and {{ run_date() }}
@@ -11,47 +16,129 @@ active_users as (
     select distinct user_id from {{ ref('stg_events') }} where ds = {{ run_date() }}
 ),
 
+in_stock as (
+    select item_id, category_id, price from {{ ref('items') }} where ds = {{ run_date() }} and in_stock
+),
+
+item_clicks as (
+    select item_id, scene, sum(click) as clicks, count(*) as exposures
+    from window_interactions
+    group by item_id, scene
+),
+
 popular as (
     select
-        scene,
-        item_id,
-        row_number() over (
-            partition by scene order by sum(click) desc, count(*) desc, item_id
-        ) as popularity_rank
+        u.user_id, p.item_id, p.scene, 'popular' as source, p.source_rank
+    from active_users as u
+    cross join (
+        select
+            item_id, scene,
+            row_number() over (partition by scene order by clicks desc, exposures desc, item_id) as source_rank
+        from item_clicks
+        qualify source_rank <= {{ var('candidates_popular_per_scene') }}
+    ) as p
+),
+
+category_top_items as (
+    select
+        s.category_id, c.item_id,
+        row_number() over (partition by s.category_id order by sum(c.clicks) desc, c.item_id) as rank_in_category
+    from item_clicks as c
+    inner join in_stock as s using (item_id)
+    group by s.category_id, c.item_id
+    qualify rank_in_category <= {{ var('candidates_per_category') }}
+),
+
+affinity as (
+    select f.user_id, t.item_id, 'home' as scene, 'affinity' as source,
+           (f.category_rank - 1) * {{ var('candidates_per_category') }} + t.rank_in_category as source_rank
+    from (
+        select user_id, category_id,
+               row_number() over (partition by user_id order by f_uc_clicks_30d desc, category_id) as category_rank
+        from {{ ref('user_category_features') }}
+        where ds = {{ run_date() }} and f_uc_clicks_30d > 0
+        qualify category_rank <= 3
+    ) as f
+    inner join active_users using (user_id)
+    inner join category_top_items as t using (category_id)
+),
+
+session_clicks as (
+    -- sessions of ordinary size only: a click bot's session would tie everything to everything
+    select session_id, item_id
     from window_interactions
-    group by scene, item_id
-    qualify popularity_rank <= {{ var('candidates_per_scene') }}
+    where click = 1
+      and session_id in (
+          select session_id from window_interactions where click = 1
+          group by session_id having count(*) between 2 and 30
+      )
 ),
 
-best_scene as (
-    select item_id, scene, popularity_rank
-    from popular
-    qualify row_number() over (partition by item_id order by popularity_rank, scene) = 1
+covisit_pairs as (
+    select a.item_id as seed, b.item_id as item_id, count(*) as sessions,
+           row_number() over (partition by a.item_id order by count(*) desc, b.item_id) as neighbour_rank
+    from session_clicks as a
+    inner join session_clicks as b on a.session_id = b.session_id and a.item_id != b.item_id
+    group by a.item_id, b.item_id
+    qualify neighbour_rank <= 20
 ),
 
-in_stock as (
-    select item_id, category_id, price
-    from {{ ref('items') }}
-    where ds = {{ run_date() }} and in_stock
+user_seeds as (
+    select distinct user_id, item_id as seed
+    from window_interactions
+    where click = 1 and ds > {{ run_date() }} - interval 7 day
+),
+
+covisit as (
+    select s.user_id, p.item_id, 'home' as scene, 'covisit' as source,
+           row_number() over (partition by s.user_id order by sum(p.sessions) desc, p.item_id) as source_rank
+    from user_seeds as s
+    inner join active_users using (user_id)
+    inner join covisit_pairs as p using (seed)
+    group by s.user_id, p.item_id
+    qualify source_rank <= {{ var('candidates_covisit') }}
+),
+
+recent as (
+    select i.user_id, i.item_id, 'home' as scene, 'recent' as source,
+           row_number() over (partition by i.user_id order by max(i.ds) desc, max(i.cart) desc, i.item_id) as source_rank
+    from window_interactions as i
+    inner join active_users using (user_id)
+    where (i.click = 1 or i.cart = 1) and i.ds > {{ run_date() }} - interval 7 day
+    group by i.user_id, i.item_id
+    qualify source_rank <= {{ var('candidates_recent') }}
 ),
 
 bought as (
     select distinct user_id, item_id from window_interactions where purchase = 1
 ),
 
+unioned as (
+    select * from popular
+    union all select * from affinity
+    union all select * from covisit
+    union all select * from recent
+),
+
 pairs as (
     select
-        u.user_id,
-        p.item_id,
+        c.user_id,
+        c.item_id,
         s.category_id,
-        p.scene,
+        arg_min(c.scene, c.source_rank) as scene,
         cast(null as integer) as position,
         s.price,
-        p.popularity_rank
-    from active_users as u
-    cross join best_scene as p
-    inner join in_stock as s on s.item_id = p.item_id
-    anti join bought as b on b.user_id = u.user_id and b.item_id = p.item_id
+        string_agg(distinct c.source, '+' order by c.source) as sources,
+        min(c.source_rank) as best_source_rank
+    from unioned as c
+    inner join in_stock as s using (item_id)
+    {% if var('exclude_bought') -%}
+    anti join bought as b on b.user_id = c.user_id and b.item_id = c.item_id
+    {%- endif %}
+    group by c.user_id, c.item_id, s.category_id, s.price
+    qualify row_number() over (
+        partition by c.user_id order by min(c.source_rank), count(*) desc, c.item_id
+    ) <= {{ var('max_candidates_per_user') }}
 )
 
 -- features as of the end of the run date: the recommendations are for the next day

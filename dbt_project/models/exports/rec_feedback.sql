@@ -1,0 +1,96 @@
+{#- Yesterday's recommendations judged by today's behaviour. For the run date D: the top-K lists
+    published for D - 1, for the users active on D, against what they clicked and bought on D; next to
+    a popularity baseline (the K most clicked items of the `popularity_days` before D, the same list for
+    every one of those users). Metrics per recommender: hit_rate (≥ 1 recommended item clicked),
+    ndcg (binary relevance = clicked), purchase_hit_rate, catalog_coverage, users_evaluated.
+    Empty on a first day (nothing published yet). -#}
+{%- set k = env_var('TANDEM_TOP_K', '10') | int -%}
+{%- set published = adapter.get_relation(database=target.database, schema='main', identifier='recommendations') -%}
+
+with today as (
+    select user_id, item_id, max(click) as clicked, max(purchase) as purchased
+    from {{ ref('interactions') }}
+    where ds = {{ run_date() }}
+    group by user_id, item_id
+),
+
+relevant as (
+    select user_id, sum(clicked) as n_clicked from today group by user_id
+),
+
+model_recs as (
+    {%- if published %}
+    select user_id, item_id, rank, 'model' as recommender
+    from {{ source('published', 'recommendations') }}
+    where ds = {{ run_date() }} - 1 and rank <= {{ k }}
+    {%- else %}
+    select null::varchar as user_id, null::varchar as item_id, null::integer as rank, null::varchar as recommender
+    where false
+    {%- endif %}
+),
+
+popular_list as (
+    select item_id, row_number() over (order by sum(click) desc, count(*) desc, item_id) as rank
+    from {{ ref('interactions') }}
+    where ds between {{ run_date() }} - interval ({{ var('popularity_days') }}) day and {{ run_date() }} - 1
+    group by item_id
+    qualify rank <= {{ k }}
+),
+
+popular_recs as (
+    select u.user_id, p.item_id, p.rank, 'popularity' as recommender
+    from (select distinct user_id from model_recs) as u
+    cross join popular_list as p
+),
+
+judged as (
+    select r.recommender, r.user_id, r.rank, r.item_id,
+           coalesce(t.clicked, 0) as clicked, coalesce(t.purchased, 0) as purchased
+    from (select * from model_recs union all select * from popular_recs) as r
+    inner join relevant as a using (user_id)  -- users active on D
+    left join today as t using (user_id, item_id)
+),
+
+per_user as (
+    select
+        j.recommender,
+        j.user_id,
+        max(j.clicked) as hit,
+        max(j.purchased) as purchase_hit,
+        sum(j.clicked / log2(j.rank + 1)) as dcg,
+        any_value(a.n_clicked) as n_clicked
+    from judged as j
+    inner join relevant as a using (user_id)
+    group by j.recommender, j.user_id
+),
+
+ideal as (
+    -- ideal DCG for n relevant items: 1/log2(2) + … + 1/log2(min(n, K) + 1)
+    select n, sum(1 / log2(i + 1)) over (order by n) as idcg
+    from (select range as n, range as i from range(1, {{ k + 1 }}))
+),
+
+scored as (
+    select p.*, coalesce(p.dcg / i.idcg, 0) as ndcg
+    from per_user as p
+    left join ideal as i on i.n = least(p.n_clicked, {{ k }})
+),
+
+catalog as (
+    select count(*) as n from {{ ref('items') }} where ds = {{ run_date() }} - 1 and in_stock
+),
+
+metrics as (
+    select recommender, 'hit_rate' as metric, avg(hit)::double as value from scored group by recommender
+    union all select recommender, 'ndcg', avg(ndcg)::double from scored group by recommender
+    union all select recommender, 'purchase_hit_rate', avg(purchase_hit)::double from scored group by recommender
+    union all select recommender, 'users_evaluated', count(*)::double from scored group by recommender
+    union all
+    select r.recommender, 'catalog_coverage', (count(distinct r.item_id) / any_value(c.n))::double
+    from (select * from model_recs union all select * from popular_recs) as r, catalog as c
+    group by r.recommender
+)
+
+select {{ run_date() }} as ds, recommender, metric, {{ k }} as k, round(value, 10) as value
+from metrics
+order by recommender, metric
