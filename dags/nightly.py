@@ -58,7 +58,10 @@ def tandem_nightly() -> None:
             dbt_executable_path=Path(sys.executable).parent / "dbt",
         ),
         render_config=RenderConfig(
-            load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.BUILD, emit_datasets=False
+            load_method=LoadMode.DBT_LS,
+            test_behavior=TestBehavior.BUILD,
+            should_detach_multiple_parents_tests=True,  # a test of two models runs after both
+            emit_datasets=False,
         ),
         operator_args={
             "vars": {"run_date": "{{ ti.xcom_pull(task_ids='resolve_ds') }}"},

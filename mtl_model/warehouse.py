@@ -21,9 +21,10 @@ EXPORTS = {
     "samples": "training_samples",
     "candidates": "scoring_candidates",
     "user_activity": "user_day_activity",
+    "item_activity": "item_day_activity",
 }
 # output tables computed by dbt in the warehouse, written straight to outputs/ds=D/<name>.parquet
-WAREHOUSE_OUTPUTS = ("rec_feedback",)
+WAREHOUSE_OUTPUTS = {"rec_feedback": "rec_feedback_day"}  # output name → dbt model
 # published tables, in load order; each is outputs/ds=D/<table>.parquet with a `ds` column
 OUTPUT_TABLES = ("data_checks", "model_metrics", "recommendations", "anomalies", "rec_feedback")
 
@@ -45,7 +46,10 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
     outputs to ``outputs/ds=D/``); return row counts."""
     out = settings.export_dir(ds)
     targets = {name: (model, out / f"{name}.parquet") for name, model in EXPORTS.items()}
-    targets |= {name: (name, settings.output_dir(ds) / f"{name}.parquet") for name in WAREHOUSE_OUTPUTS}
+    targets |= {
+        name: (model, settings.output_dir(ds) / f"{name}.parquet")
+        for name, model in WAREHOUSE_OUTPUTS.items()
+    }
     counts: dict[str, int] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         days = con.execute("select min(ds), max(ds) from training_samples").fetchall()[0]

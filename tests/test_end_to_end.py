@@ -45,7 +45,10 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
     # 1. every output published for DS, readable through the analyst catalog
     with duckdb.connect(str(home / "published" / "catalog.duckdb"), read_only=True) as con:
         recs = con.sql("select * from recommendations where ds = ?", params=[DS]).pl()
-        anomalies = con.sql("select * from anomalies where ds = ? order by rank", params=[DS]).pl()
+        anomalies = con.sql(
+            "select * from anomalies where ds = ? and entity_type = 'user' order by rank", params=[DS]
+        ).pl()
+        feedback = con.sql("select * from rec_feedback where ds = ?", params=[DS]).pl()
         metrics = con.sql("select * from model_metrics where ds = ?", params=[DS]).pl()
         checks = con.sql("select * from data_checks where ds = ?", params=[DS]).pl()
     assert recs.height > 0
@@ -61,7 +64,8 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
     aucs = {r["task"]: r["value"] for r in metrics.filter(pl.col("metric") == "auc").iter_rows(named=True)}
     assert set(aucs) == {"click", "cart", "purchase"}
     assert aucs["click"] > 0.55  # the tiny simulated set has real signal
-    assert checks.height > 10 and checks["success"].all()
+    assert checks.height > 10 and checks.filter(pl.col("severity") == "error")["success"].all()
+    assert feedback.height == 0  # nothing was published for the day before: nothing to judge
     bots = set(pl.read_parquet(home / "truth" / "bots.parquet")["user_id"])
     assert bots and set(anomalies.head(len(bots))["entity_id"]) == bots  # planted click bots rank first
 

@@ -46,12 +46,12 @@ def test_hit_rate_and_ndcg_match_a_hand_computation(built_home: Path) -> None:
                 "insert into recommendations values (?, ?, ?, ?, 0, 0, 0, 0, 'home', 'test')",
                 [ds - timedelta(days=1), user, rank, item],
             )
-    built = dbt_build(built_home, ds, "--select", "rec_feedback")
+    built = dbt_build(built_home, ds, "--select", "rec_feedback_day")
     assert built.returncode == 0, built.stdout[-3000:]
     with duckdb.connect(wh, read_only=True) as con:
         got = {
             (r, m): val
-            for r, m, val in con.execute("select recommender, metric, value from rec_feedback").fetchall()
+            for r, m, val in con.execute("select recommender, metric, value from rec_feedback_day").fetchall()
         }
     idcg = sum(1 / math.log2(i + 1) for i in range(1, min(n_clicked, 10) + 1))
     assert got[("model", "users_evaluated")] == 2

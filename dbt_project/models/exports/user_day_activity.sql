@@ -1,5 +1,6 @@
-{#- Behaviour of each user active on the run date, for the anomaly detector: volumes, rates and
-    how regular the gaps between clicks are (bots click like clockwork). -#}
+{#- Behaviour of each user active on the run date, for the anomaly detector: volumes, rates, spend,
+    account age (new accounts buying big: fraud) and how regular the gaps between clicks are (bots
+    click like clockwork). -#}
 with events as (
     select * from {{ ref('stg_events') }} where ds = {{ run_date() }}
 ),
@@ -46,8 +47,10 @@ select
     coalesce(sum(e.price::decimal(18, 2)) filter (where e.event_type = 'purchase'), 0)::double as spend,
     count(distinct e.item_id)::bigint as distinct_items,
     g.mean_click_gap_s,
-    g.std_click_gap_s
+    g.std_click_gap_s,
+    ({{ run_date() }} - any_value(u.signup_date))::integer as account_age_days
 from events as e
 left join gap_moments as g using (user_id)
+left join {{ ref('users') }} as u on u.user_id = e.user_id and u.ds = e.ds
 group by e.user_id, g.mean_click_gap_s, g.std_click_gap_s
 order by e.user_id
