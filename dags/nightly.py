@@ -1,4 +1,4 @@
-"""Tandem nightly: dbt build → data checks → export → train → score + anomalies → publish.
+"""Tandem nightly: dbt build → data checks → export → train → score + anomalies → publish → report.
 
 Wiring only; the steps live in ``mtl_model.nightly`` and the SQL in ``dbt_project``. Every task that
 opens the DuckDB warehouse runs in the one-slot ``duckdb`` pool. The run date is resolved once, by
@@ -76,10 +76,12 @@ def tandem_nightly() -> None:
     scored = task(nightly.score, task_id="score", queue=settings.train_queue)(ds)
     flagged = task(nightly.anomalies, task_id="anomalies")(ds)
     published = task(nightly.publish, task_id="publish", **warehouse)(ds)
+    reported = task(nightly.report, task_id="report")(ds)
 
     ds >> dbt >> checked >> exported
     exported >> trained >> scored >> published
     exported >> flagged >> published
+    published >> reported
 
 
 tandem_nightly()

@@ -5,8 +5,9 @@ with nothing bought, click-timing regularity (bots click like clockwork), purcha
 accounts (fraud). Items: binomial z-scores of the day's clicks against the item's own trailing 7-day
 CTR, up (click spam) and down (broken tracking: many exposures, no clicks), and a robust z of how many
 clicks came from its single most active user. A score is the sum of the z-scores above
-``Z_THRESHOLD``; each of them becomes a reason. Reads ``exports/ds=D/{user,item}_activity.parquet``
-and writes ``outputs/ds=D/anomalies.parquet`` (rank within entity type).
+``Z_THRESHOLD``, each capped at ``Z_CAP``; each of them becomes a reason. Reads
+``exports/ds=D/{user,item}_activity.parquet`` and writes ``outputs/ds=D/anomalies.parquet`` (rank
+within entity type).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import polars as pl
 
 from mtl_model.config import Settings
 
-DETECTOR_VERSION = "robust-z-v2"
+DETECTOR_VERSION = "robust-z-v3"
 Z_THRESHOLD = 3.0
+Z_CAP = 10.0  # one reason adds at most this much: several independent reasons outrank one huge one
 NEW_ACCOUNT_DAYS = 30
 
 # feature name → polars expression over user_day_activity; large values are suspicious
@@ -151,7 +153,12 @@ def score_items(activity: pl.DataFrame, top_n: int) -> pl.DataFrame:
         pl.when(above["z_top_user_clicks"]).then(concentrated),
     ]
     scored = feats.with_columns(
-        score=pl.sum_horizontal([pl.when(cond).then(pl.col(n)).otherwise(0.0) for n, cond in above.items()]),
+        score=pl.sum_horizontal(
+            [
+                pl.when(cond).then(pl.col(n).clip(upper_bound=Z_CAP)).otherwise(0.0)
+                for n, cond in above.items()
+            ]
+        ),
         reasons=pl.concat_str(reasons, separator="; ", ignore_nulls=True),
     )
     return _rank(scored, "item", top_n)
@@ -182,7 +189,8 @@ def evaluate(anomalies: pl.DataFrame, truth: pl.DataFrame, ds: date, k: int) -> 
 
     ``truth``: rows (entity_type, entity_id, kind, ds) of the entities planted as anomalous.
     Returns rows (ds, entity_type, kind, metric, value): ``precision_at_k`` (share of the top ``k``
-    flagged that are planted, any kind; kind = "all"), and per kind ``recall`` (share of the day's
+    flagged that are planted, any kind; kind = "all"), ``precision`` and ``flagged`` over every flagged
+    entity, and per kind ``recall`` (share of the day's
     planted entities of that kind flagged at all) and ``recall_at_k`` (… flagged within the top k)."""
     day_truth = truth.filter(pl.col("ds") == ds).unique(["entity_type", "entity_id", "kind"])
     planted = (
@@ -202,6 +210,13 @@ def evaluate(anomalies: pl.DataFrame, truth: pl.DataFrame, ds: date, k: int) -> 
                     "value": float(hits.mean()),
                 }
             )
+        every = flagged.filter(pl.col("entity_type") == entity_type)
+        if every.height:
+            right = every.join(planted, on=["entity_type", "entity_id"], how="left")["planted"].fill_null(
+                False
+            )
+            for metric, value in (("precision", float(right.mean())), ("flagged", float(every.height))):
+                rows.append({"entity_type": entity_type, "kind": "all", "metric": metric, "value": value})
         found = day_truth.filter(pl.col("entity_type") == entity_type).join(
             flagged, on=["entity_type", "entity_id"], how="left"
         )

@@ -52,3 +52,9 @@ def publish(run_date: str) -> dict:
     from mtl_model.warehouse import publish_day
 
     return publish_day(load_settings(), _day(run_date))
+
+
+def report(run_date: str) -> dict:
+    from mtl_model.report import write_report
+
+    return {"report": str(write_report(load_settings(), _day(run_date)))}

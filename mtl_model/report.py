@@ -1,8 +1,12 @@
-"""What an operator or analyst sees after a run: row counts, a user's top items, top anomalies."""
+"""What an operator or analyst sees after a run: the CLI summary (row counts, a user's top items, top
+anomalies) and the HTML report of a night (``reports/ds=D/report.html``)."""
 
 from __future__ import annotations
 
+import html
+import os
 from datetime import date
+from pathlib import Path
 
 import duckdb
 
@@ -57,3 +61,91 @@ def print_summary(settings: Settings, ds: date | None = None) -> None:
         '.show()"'
     )
     print(f"  or with the DuckDB CLI: duckdb -readonly {catalog}")
+
+
+def _table(frame, max_rows: int = 20) -> str:
+    """A polars DataFrame as a small HTML table (escaped)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        for row in frame.head(max_rows).iter_rows()
+    )
+    more = f"<p class=note>{frame.height - max_rows} more rows</p>" if frame.height > max_rows else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _bars(items: list[tuple[str, float]], width: int = 360) -> str:
+    """Horizontal bars (inline SVG) for values in [0, 1]."""
+    rows = []
+    for i, (label, value) in enumerate(items):
+        w = max(0.0, min(1.0, value)) * width
+        y = i * 22
+        rows.append(
+            f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label)}</text>'
+            f'<rect x="200" y="{y + 4}" width="{w:.1f}" height="14" fill="#4a7bd0"/>'
+            f'<text x="{205 + w:.1f}" y="{y + 15}" font-size="12">{value:.3f}</text>'
+        )
+    return f'<svg width="{width + 260}" height="{22 * len(items) + 4}">{"".join(rows)}</svg>'
+
+
+def write_report(settings: Settings, ds: date) -> Path:
+    """One HTML page for day ``ds`` from its published tables: model metrics (with baselines when
+    present), coverage, data checks, recommendation feedback, top anomalies."""
+    import polars as pl
+
+    def read(table: str) -> pl.DataFrame:
+        path = settings.published(table, ds) / "part-0.parquet"
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame()
+
+    metrics, checks, recs = read("model_metrics"), read("data_checks"), read("recommendations")
+    feedback, anomalies = read("rec_feedback"), read("anomalies")
+    sections = [f"<h1>Tandem — night of {ds}</h1>"]
+    if metrics.height:
+        aucs = metrics.filter(pl.col("metric") == "auc").sort(["model_version", "task"])
+        sections += [
+            "<h2>Model (validation day = ds)</h2>",
+            _bars(
+                [
+                    (f"{r['model_version'][:28]} {r['task']}", r["value"] or 0.0)
+                    for r in aucs.iter_rows(named=True)
+                ]
+            ),
+            _table(metrics.drop("ds"), max_rows=60),
+        ]
+    if recs.height:
+        coverage = recs.select(
+            pl.col("user_id").n_unique().alias("users_with_recommendations"),
+            pl.col("item_id").n_unique().alias("distinct_items_recommended"),
+            pl.len().alias("rows"),
+        )
+        sections += ["<h2>Recommendations: coverage</h2>", _table(coverage)]
+    if feedback.height:
+        sections += ["<h2>Yesterday's recommendations judged by today</h2>", _table(feedback.drop("ds"))]
+    if checks.height:
+        failed = checks.filter(~pl.col("success"))
+        sections += [
+            f"<h2>Data checks: {checks.height - failed.height} of {checks.height} passed</h2>",
+            _table(failed.drop("ds")) if failed.height else "<p>All expectations met.</p>",
+            '<p><a href="../data_docs/index.html">Great Expectations Data Docs</a></p>',
+        ]
+    if anomalies.height:
+        sections += ["<h2>Top anomalies</h2>", _table(anomalies.sort(["entity_type", "rank"]).drop("ds"), 30)]
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}th{background:#eee}.note{color:#777}"
+    )
+    head = f"<head><meta charset=utf-8><title>Tandem {ds}</title><style>{style}</style></head>"
+    page = f"<!doctype html><html>{head}<body>{''.join(sections)}</body></html>"
+    out = settings.reports_dir / f"ds={ds}" / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out

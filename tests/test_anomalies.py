@@ -125,6 +125,7 @@ def test_evaluate_precision_and_recall_per_kind() -> None:
         for r in evaluate(flagged, truth, ds, k=2).to_dicts()
     }
     assert got[("user", "all", "precision_at_k")] == 0.5  # bot1 yes, nobody no
+    assert got[("user", "all", "precision")] == 2 / 3 and got[("user", "all", "flagged")] == 3
     assert got[("user", "click_farm_bot", "recall")] == 0.5
     assert (
         got[("user", "fraud_buyer", "recall")] == 1.0 and got[("user", "fraud_buyer", "recall_at_k")] == 0.0

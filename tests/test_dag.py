@@ -60,6 +60,7 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert "check" in tasks["export"]["upstream"]
     assert "export" in tasks["train"]["upstream"] and "train" in tasks["score"]["upstream"]
     assert {"score", "anomalies"} <= set(tasks["publish"]["upstream"])
+    assert "publish" in tasks["report"]["upstream"]
     assert any(u.startswith("dbt.") for u in tasks["check"]["upstream"])
 
 
