@@ -10,7 +10,9 @@ offset plus item noise), item popularity is heavy-tailed and user activity is he
   ``P(cart | click)`` depends on affinity, ``P(purchase | cart)`` on affinity and on the user's price
   sensitivity times ``log(price)`` (price moves purchases, not clicks);
 * click-farm bots (``bot_rate`` of the users) have many regularly timed sessions, click most of what
-  they see (half of it a small set of promoted long-tail items) and never cart or buy.
+  they see (half of it a small set of promoted long-tail items) and never cart or buy;
+* sessions start by a daily rhythm (``HOUR_WEIGHTS``, business time); ``weekend_boost`` (off by
+  default) multiplies the human sessions of Saturdays and Sundays.
 
 Files (all Parquet, zstd), one folder per day, each written to a temporary folder and renamed:
 
@@ -27,6 +29,42 @@ The work is vectorised over sessions and impressions (numpy); id strings are bui
 byte rows handed to Arrow / polars without per-row Python. Event times are UTC; day ``D`` is the
 business day of ``settings.business_tz`` (default UTC). Rows of a day's events file are grouped by
 session (sessions in order of start time), then position, then funnel stage.
+
+Planted anomalies (each off by default but bots; switched on by a rate in :class:`SimConfig`), all
+labelled in ``truth/anomalies.parquet`` (``entity_type, entity_id, kind, ds``; merged by day on reruns):
+
+* ``click_farm_bot`` users (``bot_rate``, above) and the ``bot_target_item`` items they promote;
+* ``fraud_buyer`` users (``fraud_rate``): accounts signed up 1-3 days earlier that buy several of the
+  most expensive items (top price decile) in a burst of two quick sessions;
+* ``click_spam`` items (``click_spam_rate``): a long-tail item whose clicks jump (10x its organic
+  clicks, at least 60) from ``click_spam_account`` users, new accounts with metronome sessions;
+* ``broken_tracking`` items (``broken_item_rate``) or a scene (``broken_scene_rate``): impressions
+  are logged but every click of the item (scene) that day is lost (carts and purchases stay); the
+  fraud and spam sessions avoid broken items and scenes, so that each planted anomaly stays visible.
+
+Extra accounts of a day get ids after the universe's (``u<n_users + 200 * (ordinal % 1000) + k>``) and
+rows in that day's users snapshot; their events have ids ``e<YYYYMMDD>-x…`` and sessions ``s<YYYYMMDD>-x…``.
+
+Bad data for the reliability tests (all off by default; rates are per event row unless noted). What
+was injected into the landing folder of day D is listed in ``truth/bad_rows/ds=D/part-0.parquet``
+(``event_id`` as generated, ``kind``, ``row``: 0-based row of the day's events file, ``detail``):
+
+* ``duplicate`` (``duplicate_rate``): an exact copy right after the original row;
+* ``null_event_id|null_user_id|null_item_id|null_event_time`` (``null_key_rate``): one key nulled;
+* ``unknown_event_type`` (``unknown_type_rate``); ``price_out_of_range`` (``bad_price_rate``: negative
+  or above 1e7); ``future_event_time`` (``future_time_rate``: 2 to 30 days later);
+* ``late_event`` (``late_rate``, a share of sessions): the session happened on D-1 (same clock time)
+  and arrived in D's folder;
+* ``added_column`` / ``missing_column`` (``schema_drift_rate``, per day): the day's file gains
+  ``app_version`` or loses one nullable column (named in ``detail``);
+* ``empty_day`` (``empty_day_rate``, per day): the events file has no rows;
+* ``truncated_line`` (``truncated_csv_rate``, per day; needs ``write_csv``): the CSV copy of the events,
+  ``csv/events/ds=D/part-0.csv`` (see :func:`events_csv_path`), ends in a cut-off line.
+
+Injections draw from their own random streams (``[seed, 2, D, k]`` and ``[seed, 3, D, k]``): with every
+switch off the output is byte-identical to a run without them, and the rows a switch touches do not
+depend on the other switches (a row gets at most one in-place kind: null key, unknown type, price,
+future time, late, in that order of precedence; duplicates copy clean rows).
 """
 
 from __future__ import annotations
@@ -46,7 +84,17 @@ import pyarrow as pa
 
 from mtl_model.config import Settings
 
-__all__ = ["SimConfig", "SimSummary", "simulate", "main_summary_line", "CATEGORY_PATHS", "EVENT_TYPES"]
+__all__ = [
+    "SimConfig",
+    "SimSummary",
+    "simulate",
+    "main_summary_line",
+    "events_csv_path",
+    "CATEGORY_PATHS",
+    "EVENT_TYPES",
+    "ANOMALY_KINDS",
+    "BAD_ROW_KINDS",
+]
 
 EVENT_TYPES = ("impression", "click", "cart", "purchase")
 SCENES = ("home", "search")
@@ -106,8 +154,64 @@ STAGE_MIN_S = np.array([0.0, 1.0, 2.0, 5.0])
 STAGE_MEAN_S = np.array([0.0, 8.0, 40.0, 90.0])
 STAGE_CAP_S = np.array([0.0, 120.0, 600.0, 900.0])
 US = 1_000_000
+DAY_US = 86_400 * US
 FUNNEL_MAX_US = int((STAGE_MIN_S + STAGE_CAP_S).sum() * US) + 1
 BOT_CLICK_DELAY_US = US + US // 2
+
+# Planted anomalies and bad data (see the module docstring).
+ANOMALY_RATES = ("fraud_rate", "click_spam_rate", "broken_item_rate", "broken_scene_rate")
+ANOMALY_KINDS = (
+    "click_farm_bot",
+    "bot_target_item",
+    "fraud_buyer",
+    "click_spam",
+    "click_spam_account",
+    "broken_tracking",
+)
+EXTRA_IDS_PER_DAY, EXTRA_ID_DAYS = 200, 1000  # id block of each day's extra accounts (fraud + spam)
+MAX_FRAUD_ACCOUNTS, MAX_SPAM_ITEMS, SPAM_ACCOUNTS_PER_ITEM = 100, 25, 4
+FRAUD_SESSIONS, FRAUD_PRICE_QUANTILE = 2, 0.9
+SPAM_MIN_CLICKS, SPAM_FACTOR, SPAM_MAX_CLICKS = 60, 10, 4000
+# per-row kinds in order of precedence, with the rate that switches each on
+ROW_KINDS = (
+    ("null_key", "null_key_rate"),
+    ("unknown_event_type", "unknown_type_rate"),
+    ("price_out_of_range", "bad_price_rate"),
+    ("future_event_time", "future_time_rate"),
+)
+BAD_DATA_RATES = (
+    "duplicate_rate",
+    "null_key_rate",
+    "unknown_type_rate",
+    "bad_price_rate",
+    "future_time_rate",
+    "late_rate",
+    "schema_drift_rate",
+    "empty_day_rate",
+    "truncated_csv_rate",
+)
+BAD_ROW_KINDS = (
+    "duplicate",
+    "null_event_id",
+    "null_user_id",
+    "null_item_id",
+    "null_event_time",
+    "unknown_event_type",
+    "price_out_of_range",
+    "future_event_time",
+    "late_event",
+    "added_column",
+    "missing_column",
+    "empty_day",
+    "truncated_line",
+)
+NULL_KEY, UNKNOWN_TYPE, BAD_PRICE, FUTURE, LATE = range(5)  # codes of the per-row kinds (LATE last)
+NULL_KEYS = ("event_id", "user_id", "item_id", "event_time")
+UNKNOWN_TYPES = ("hover", "share", "add_to_wishlist", "impresion", "page_view_v2")
+DRIFT_ADDED = "app_version"
+DRIFT_DROPPABLE = ("category_id", "session_id", "query", "position", "price")
+BAD_ROWS_SCHEMA = {"event_id": pl.String, "kind": pl.String, "row": pl.Int64, "detail": pl.String}
+ANOMALIES_SCHEMA = {"entity_type": pl.String, "entity_id": pl.String, "kind": pl.String, "ds": pl.Date}
 
 
 @dataclass(frozen=True)
@@ -121,6 +225,24 @@ class SimConfig:
     latent_dim: int = 8
     bot_rate: float = 0.005  # share of users that are click-farm bots (0 disables)
     seed: int = 42
+    # --- realism
+    weekend_boost: float = 0.0  # human sessions on Saturdays and Sundays are (1 + this) times as many
+    # --- planted anomalies (see the module docstring); per day
+    fraud_rate: float = 0.0  # new fraudulent buyer accounts, as a share of n_users (at least 1 if > 0)
+    click_spam_rate: float = 0.0  # share of items whose clicks are spammed (at least 1 if > 0)
+    broken_item_rate: float = 0.0  # share of items whose clicks are lost (at least 1 if > 0)
+    broken_scene_rate: float = 0.0  # probability that one scene loses all its clicks
+    # --- bad data (see the module docstring); off by default
+    duplicate_rate: float = 0.0
+    null_key_rate: float = 0.0
+    unknown_type_rate: float = 0.0
+    bad_price_rate: float = 0.0
+    future_time_rate: float = 0.0
+    late_rate: float = 0.0  # share of sessions
+    schema_drift_rate: float = 0.0  # probability per day
+    empty_day_rate: float = 0.0  # probability per day
+    truncated_csv_rate: float = 0.0  # probability per day (with write_csv)
+    write_csv: bool = False  # also write the events as CSV (csv/events/ds=D/part-0.csv)
 
     def __post_init__(self) -> None:
         if self.n_users < 1 or self.n_items < 1 or self.n_categories < 1 or self.latent_dim < 1:
@@ -129,6 +251,21 @@ class SimConfig:
             raise ValueError("impressions_per_session must be >= 1 and sessions_per_user >= 0")
         if not (0.0 <= self.search_share <= 1.0 and 0.0 <= self.bot_rate <= 1.0):
             raise ValueError("search_share and bot_rate must be in [0, 1]")
+        for name in (*ANOMALY_RATES, *BAD_DATA_RATES):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.weekend_boost < 0:
+            raise ValueError("weekend_boost must be >= 0")
+        if self.truncated_csv_rate > 0 and not self.write_csv:
+            raise ValueError("truncated_csv_rate needs write_csv=True")
+
+    @property
+    def plants_anomalies(self) -> bool:
+        return any(getattr(self, name) > 0 for name in ANOMALY_RATES)
+
+    @property
+    def injects_bad_data(self) -> bool:
+        return any(getattr(self, name) > 0 for name in BAD_DATA_RATES)
 
 
 @dataclass
@@ -147,6 +284,8 @@ class SimSummary:
     landing_dir: Path | None = None
     truth_dir: Path | None = None
     per_day: dict[str, int] = field(default_factory=dict)  # ds -> events
+    bad_rows: int = 0  # rows of truth/bad_rows written (what was injected)
+    anomalies: int = 0  # rows of truth/anomalies.parquet for the simulated days
 
     @property
     def events_per_second(self) -> float:
@@ -164,6 +303,7 @@ def main_summary_line(s: SimSummary) -> str:
         f"({s.impressions:,} impressions, {s.clicks:,} clicks, {s.carts:,} carts, {s.purchases:,} purchases; "
         f"CTR {s.ctr:.1%}) from {s.users:,} users ({s.bots} bots), {s.items:,} items "
         f"-> {s.landing_dir} ({s.events_per_second:,.0f} events/s)"
+        + (f"; {s.bad_rows:,} bad rows injected" if s.bad_rows else "")
     )
 
 
@@ -332,6 +472,9 @@ class _Day:
     exposures: pl.DataFrame
     sessions: int
     counts: np.ndarray  # events per type
+    anomalies: pl.DataFrame | None = None  # truth rows (entity_type, entity_id, kind, ds)
+    bad_rows: pl.DataFrame | None = None  # truth rows (event_id, kind, row, detail); None: nothing injected
+    csv_cut: float | None = None  # cut the CSV's last line at this fraction of its length
 
 
 def _day_bounds_us(day: date, tz: str) -> tuple[int, int]:
@@ -361,6 +504,8 @@ def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
 
     # ---- sessions
     lam = np.where(uni.is_bot, BOT_SESSIONS_MEAN, uni.activity)
+    if cfg.weekend_boost and day.weekday() >= 5:
+        lam = np.where(uni.is_bot, lam, lam * (1.0 + cfg.weekend_boost))
     n_sess = rng.poisson(lam)
     S = int(n_sess.sum())
     s_user = np.repeat(np.arange(n_u), n_sess)
@@ -517,7 +662,386 @@ def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
     users_df = uni.users_base.with_columns(
         signup_date=pl.Series(signup.astype(np.int32)).cast(pl.Date)
     ).select("user_id", "signup_date", "region", "device")
-    return _Day(events, items_df, users_df, exposures, S, counts)
+    out = _Day(events, items_df, users_df, exposures, S, counts, anomalies=_standing_anomalies(uni, day))
+    if cfg.plants_anomalies:
+        _plant_anomalies(uni, day, tz, out, start[perm][sess], item, etype, in_stock)
+    if cfg.injects_bad_data:
+        _inject_bad_data(cfg, day, tz, out)
+    return out
+
+
+# ---------------------------------------------------------------- planted anomalies
+
+
+def _number_ids(prefix: str, numbers: np.ndarray, min_width: int) -> pl.Series:
+    """``prefix`` + zero-padded ``numbers`` as a String series (vectorised)."""
+    width = max(min_width, len(str(int(numbers.max())))) if numbers.size else min_width
+    pre = np.frombuffer(prefix.encode("ascii"), np.uint8)
+    rows = np.empty((numbers.size, pre.size + width), np.uint8)
+    rows[:, : pre.size] = pre
+    rows[:, pre.size :] = _digits(numbers, width)
+    return _as_strings(rows)
+
+
+def _truth(entity_type: str, ids: pl.Series, kind: str, day: date) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "entity_type": pl.Series([entity_type] * ids.len(), dtype=pl.String),
+            "entity_id": ids.cast(pl.String),
+            "kind": pl.Series([kind] * ids.len(), dtype=pl.String),
+            "ds": pl.Series([day] * ids.len(), dtype=pl.Date),
+        }
+    )
+
+
+def _standing_anomalies(uni: _Universe, day: date) -> pl.DataFrame:
+    """The click-farm bots and the items they promote: active every day."""
+    if uni.bots.size == 0:
+        return pl.DataFrame(schema=ANOMALIES_SCHEMA)
+    return pl.concat(
+        [
+            _truth("user", uni.user_ids.gather(uni.bots), "click_farm_bot", day),
+            _truth("item", uni.item_ids.gather(uni.bot_items), "bot_target_item", day),
+        ]
+    )
+
+
+@dataclass
+class _Planted:
+    """Rows of planted sessions (in session order, then position, then stage) of one kind."""
+
+    acc: np.ndarray  # account of each row (index into the day's extra accounts)
+    item: np.ndarray
+    etype: np.ndarray
+    t: np.ndarray  # microseconds from the start of the day
+    scene: np.ndarray
+    pos0: np.ndarray
+    sess: np.ndarray  # session of each row (local numbering, in start order)
+    start: np.ndarray  # session start of each row (microseconds from the start of the day)
+    p: np.ndarray  # (rows, 3) true p_click, p_cart, p_purchase (used on impression rows)
+    signup_ago: np.ndarray  # days between signup and the day, per account
+    n_sessions: int
+
+
+def _funnel_rows(
+    ex_acc: np.ndarray,
+    ex_sess: np.ndarray,
+    ex_item: np.ndarray,
+    ex_pos0: np.ndarray,
+    ex_t: np.ndarray,
+    ex_start: np.ndarray,
+    stages: int,
+    delays: np.ndarray,
+    p: tuple[float, float, float],
+    scene: int,
+) -> dict[str, np.ndarray]:
+    """Expand exposures into ``stages`` rows each (impression, click, …) with cumulative delays (us)."""
+    rep = np.repeat(np.arange(ex_item.size), stages)
+    etype = np.tile(np.arange(stages, dtype=np.int8), ex_item.size)
+    return {
+        "acc": ex_acc[rep],
+        "item": ex_item[rep],
+        "etype": etype,
+        "t": ex_t[rep] + delays.reshape(-1),
+        "scene": np.full(rep.size, scene, np.int8),
+        "pos0": ex_pos0[rep],
+        "sess": ex_sess[rep],
+        "start": ex_start[rep],
+        "p": np.tile(np.array(p), (rep.size, 1)),
+    }
+
+
+def _fraud(uni: _Universe, rng: np.random.Generator, day_us: int, usable: np.ndarray, scene: int) -> _Planted:
+    """New accounts that buy expensive items in a burst of ``FRAUD_SESSIONS`` quick sessions."""
+    cfg = uni.cfg
+    n_f = min(MAX_FRAUD_ACCOUNTS, max(1, round(cfg.fraud_rate * cfg.n_users)))
+    price = uni.item_price
+    expensive = price >= np.quantile(price, FRAUD_PRICE_QUANTILE)
+    pool = np.flatnonzero(expensive & usable)
+    pool = pool if pool.size else np.flatnonzero(expensive)
+    n_s = n_f * FRAUD_SESSIONS
+    s_acc = np.repeat(np.arange(n_f), FRAUD_SESSIONS)
+    burst = rng.uniform(0, max(day_us - 3 * 3600 * US, 1), n_f)
+    gap = rng.uniform(5, 15, n_s) * 60 * US * np.tile(np.arange(FRAUD_SESSIONS), n_f)
+    s_start = (burst[s_acc] + gap).astype(np.int64)
+    n_buy = np.minimum(cfg.impressions_per_session, 2 + rng.poisson(2.0, n_s))
+    ex_sess = np.repeat(np.arange(n_s), n_buy)
+    ex_pos0 = np.arange(ex_sess.size) - np.repeat(np.cumsum(n_buy) - n_buy, n_buy)
+    ex_item = pool[rng.integers(0, pool.size, ex_sess.size)]
+    ex_t = s_start[ex_sess] + ((ex_pos0 * 8 + rng.uniform(0, 3, ex_sess.size)) * US).astype(np.int64)
+    step = rng.uniform((0, 1, 3, 5), (0, 3, 10, 20), (ex_sess.size, 4))  # seconds after the previous stage
+    delays = (np.cumsum(step, axis=1) * US).astype(np.int64)
+    rows = _funnel_rows(
+        s_acc[ex_sess], ex_sess, ex_item, ex_pos0, ex_t, s_start[ex_sess], 4, delays, (1, 1, 1), scene
+    )
+    return _Planted(**rows, signup_ago=rng.integers(1, 4, n_f), n_sessions=n_s)
+
+
+def _spam(
+    uni: _Universe, rng: np.random.Generator, day_us: int, usable: np.ndarray, clicks: np.ndarray, scene: int
+) -> tuple[np.ndarray, _Planted]:
+    """Long-tail items whose clicks jump: new accounts open the item and click it, like a metronome."""
+    cfg = uni.cfg
+    n_i = cfg.n_items
+    cand = np.ones(n_i, bool)
+    cand[uni.bot_items] = False
+    tail = cand & usable & (uni.item_logpop < np.median(uni.item_logpop))
+    cand = np.flatnonzero(tail) if tail.any() else np.flatnonzero(cand if cand.any() else np.ones(n_i, bool))
+    n_t = min(MAX_SPAM_ITEMS, cand.size, max(1, round(cfg.click_spam_rate * n_i)))
+    targets = np.sort(rng.choice(cand, n_t, replace=False))
+    need = np.clip(SPAM_FACTOR * clicks[targets], SPAM_MIN_CLICKS, SPAM_MAX_CLICKS)
+    per_acc = -(-need // SPAM_ACCOUNTS_PER_ITEM)  # sessions of each account of a target
+    acc_target = np.repeat(np.arange(n_t), SPAM_ACCOUNTS_PER_ITEM)
+    n_acc = acc_target.size
+    window = rng.uniform(0, max(day_us - 4 * 3600 * US, 1), n_t)  # start of each target's attack
+    spacing = np.minimum(60, 3 * 3600 // per_acc) * US  # whole seconds between an account's sessions
+    phase = (rng.random(n_acc) * spacing[acc_target] // US) * US
+    n_sess = per_acc[acc_target]
+    s_acc = np.repeat(np.arange(n_acc), n_sess)
+    j = np.arange(s_acc.size) - np.repeat(np.cumsum(n_sess) - n_sess, n_sess)
+    tgt = acc_target[s_acc]
+    s_start = (window[tgt].astype(np.int64) // US * US + phase[s_acc] + j * spacing[tgt]).astype(np.int64)
+    order = np.argsort(s_start, kind="stable")  # sessions numbered in start order
+    s_acc, tgt, s_start = s_acc[order], tgt[order], s_start[order]
+    delays = np.tile(np.array([0, BOT_CLICK_DELAY_US], np.int64), (s_acc.size, 1))
+    first = np.zeros(s_acc.size, np.int64)  # the target at position 1
+    rows = _funnel_rows(
+        s_acc, np.arange(s_acc.size), targets[tgt], first, s_start, s_start, 2, delays, (1, 0, 0), scene
+    )
+    return targets, _Planted(**rows, signup_ago=rng.integers(1, 15, n_acc), n_sessions=s_acc.size)
+
+
+def _count_types(events: pl.DataFrame) -> np.ndarray:
+    n = dict(events.group_by("event_type").len().iter_rows()) if "event_type" in events.columns else {}
+    return np.array([n.get(t, 0) for t in EVENT_TYPES], np.int64)
+
+
+def _plant_anomalies(
+    uni: _Universe,
+    day: date,
+    tz: str,
+    out: _Day,
+    row_start: np.ndarray,
+    item: np.ndarray,
+    etype: np.ndarray,
+    in_stock: np.ndarray,
+) -> None:
+    """Add fraud and spam sessions (merged by session start) and drop the clicks of broken tracking."""
+    cfg = uni.cfg
+    n_i = cfg.n_items
+
+    def rng(k: int) -> np.random.Generator:
+        return np.random.default_rng([cfg.seed, 3, day.toordinal(), k])
+
+    day0_us, day_us = _day_bounds_us(day, tz)
+    clicks = np.bincount(item[etype == 1], minlength=n_i)
+    shown = np.bincount(item[etype == 0], minlength=n_i)
+    truth = [out.anomalies]
+    # ---- broken tracking first (busy items, a scene): the planted sessions below avoid them, so
+    # that every planted anomaly stays visible
+    broken = np.zeros(n_i, bool)
+    broken_scene = -1
+    if cfg.broken_item_rate > 0:
+        g = rng(2)
+        cand = np.flatnonzero(clicks > 0)
+        if cand.size:
+            busy = cand[np.argsort(-shown[cand], kind="stable")][: max(1, cand.size // 4)]
+            n_b = min(busy.size, max(1, round(cfg.broken_item_rate * n_i)))
+            broken[g.choice(busy, n_b, replace=False)] = True
+            truth.append(_truth("item", uni.item_ids.gather(np.flatnonzero(broken)), "broken_tracking", day))
+    if cfg.broken_scene_rate > 0:
+        g = rng(3)
+        if g.random() < cfg.broken_scene_rate:
+            broken_scene = int(g.integers(0, len(SCENES)))
+            truth.append(_truth("scene", pl.Series([SCENES[broken_scene]]), "broken_tracking", day))
+    planted_scene = 1 if broken_scene == 0 else 0  # home, or search when home is broken
+    usable = in_stock & ~broken
+    planted: list[tuple[str, _Planted]] = []
+    if cfg.fraud_rate > 0:
+        planted.append(("fraud_buyer", _fraud(uni, rng(0), day_us, usable, planted_scene)))
+    if cfg.click_spam_rate > 0:
+        spam_targets, sp = _spam(uni, rng(1), day_us, usable, clicks, planted_scene)
+        planted.append(("click_spam_account", sp))
+        truth.append(_truth("item", uni.item_ids.gather(spam_targets), "click_spam", day))
+    if planted:
+        ymd = day.strftime("%Y%m%d")
+        acc0 = cfg.n_users + (day.toordinal() % EXTRA_ID_DAYS) * EXTRA_IDS_PER_DAY
+        n_acc = [pl_.signup_ago.size for _, pl_ in planted]
+        numbers = acc0 + np.arange(sum(n_acc))
+        acc_ids = _number_ids("u", numbers, uni.user_ids.str.len_bytes().max() - 1)
+        acc_off = np.cumsum([0, *n_acc])[:-1]
+        sess_off = np.cumsum([0, *[p.n_sessions for _, p in planted]])[:-1]
+        for (kind, p), a0 in zip(planted, acc_off, strict=True):
+            truth.append(_truth("user", acc_ids.slice(a0, p.signup_ago.size), kind, day))
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for _, p in planted])
+
+        acc = np.concatenate([p.acc + o for (_, p), o in zip(planted, acc_off, strict=True)])
+        sess = np.concatenate([p.sess + o for (_, p), o in zip(planted, sess_off, strict=True)])
+        it, et, scene, pos0 = cat("item"), cat("etype"), cat("scene"), cat("pos0")
+        # one session numbering for the day's planted sessions, in start order
+        start = cat("start")
+        s_first = np.unique(sess, return_index=True)[1]
+        s_rank = np.empty(s_first.size, np.int64)
+        s_rank[np.argsort(start[s_first], kind="stable")] = np.arange(s_first.size)
+        n_c = uni.n_categories
+        x_events = pl.DataFrame(
+            [
+                _as_strings(_id_bytes(f"e{ymd}-x", acc.size, 7), "event_id"),
+                pl.Series("event_time", day0_us + cat("t")).cast(pl.Datetime("us", "UTC")),
+                acc_ids.gather(acc).alias("user_id"),
+                uni.item_ids.gather(it).alias("item_id"),
+                pl.Series("event_type", EVENT_TYPES).gather(et),
+                pl.Series("scene", SCENES).gather(scene),
+                uni.cat_leaf.gather(np.where(scene == 1, uni.item_cat[it], n_c)).alias("query"),
+                pl.Series("position", (pos0 + 1).astype(np.int32)),
+                _as_strings(_id_bytes(f"s{ymd}-x", s_first.size, 5)[s_rank[sess]], "session_id"),
+                pl.Series("price", uni.item_price[it]),
+                uni.cat_ids.gather(uni.item_cat[it]).alias("category_id"),
+            ]
+        )
+        imp = np.flatnonzero(et == 0)
+        probs = cat("p")[imp]
+        x_exposures = pl.DataFrame(
+            [
+                x_events["event_id"].gather(imp),
+                pl.Series("p_click", probs[:, 0].astype(float)),
+                pl.Series("p_cart", probs[:, 1].astype(float)),
+                pl.Series("p_purchase", probs[:, 2].astype(float)),
+            ]
+        )
+        order = np.argsort(np.concatenate([row_start, start]), kind="stable")
+        out.events = pl.concat([out.events, x_events])[order]
+        out.exposures = pl.concat([out.exposures, x_exposures])
+        out.sessions += int(s_first.size)
+        signup = day.toordinal() - cat("signup_ago") - date(1970, 1, 1).toordinal()
+        g = rng(9)
+        x_users = pl.DataFrame(
+            {
+                "user_id": acc_ids,
+                "signup_date": pl.Series(signup.astype(np.int32)).cast(pl.Date),
+                "region": pl.Series(REGIONS).gather(g.integers(0, len(REGIONS), acc_ids.len())),
+                "device": pl.Series(DEVICES).gather(g.integers(0, len(DEVICES), acc_ids.len())),
+            }
+        )
+        out.users = pl.concat([out.users, x_users])
+    # ---- broken tracking: impressions are logged, clicks are lost
+    lost = pl.col("item_id").is_in(uni.item_ids.filter(pl.Series(broken)).implode())
+    if broken_scene >= 0:
+        lost = lost | (pl.col("scene") == SCENES[broken_scene])
+    out.events = out.events.filter(~((pl.col("event_type") == "click") & lost))
+    out.counts = _count_types(out.events)
+    out.anomalies = pl.concat(truth)
+
+
+# ---------------------------------------------------------------- bad data
+
+
+def _inject_bad_data(cfg: SimConfig, day: date, tz: str, out: _Day) -> None:
+    """Damage the day's events in place of ``out`` and list what was done in ``out.bad_rows``."""
+
+    def rng(k: int) -> np.random.Generator:
+        return np.random.default_rng([cfg.seed, 2, day.toordinal(), k])
+
+    def truth(ids: pl.Series, kinds: pl.Series, rows: np.ndarray | None, detail: str | None = None):
+        n = ids.len()
+        return pl.DataFrame(
+            {
+                "event_id": ids.cast(pl.String),
+                "kind": kinds.cast(pl.String),
+                "row": pl.Series(rows if rows is not None else [None] * n, dtype=pl.Int64),
+                "detail": pl.Series([detail] * n, dtype=pl.String),
+            }
+        )
+
+    none = pl.Series([None], dtype=pl.String)
+    if cfg.empty_day_rate > 0 and rng(0).random() < cfg.empty_day_rate:
+        out.events, out.exposures = out.events.clear(), out.exposures.clear()
+        out.counts = np.zeros(len(EVENT_TYPES), np.int64)
+        out.bad_rows = truth(none, pl.Series(["empty_day"]), None)
+        return
+    ev = out.events
+    n = ev.height
+    ids = ev["event_id"]
+    kind = np.full(n, -1, np.int8)  # index into ROW_KINDS, or LATE
+    extra: dict[str, np.ndarray] = {}
+    for k, (name, rate_name) in enumerate(ROW_KINDS):
+        rate = getattr(cfg, rate_name)
+        if rate > 0:
+            g = rng(k + 1)
+            kind[(g.random(n) < rate) & (kind < 0)] = k
+            extra[name] = g.integers(0, 1 << 30, n)  # the kind's own draws, one per row
+    if cfg.late_rate > 0 and n:
+        codes = ev["session_id"].rle_id().to_numpy()  # a session's rows are contiguous
+        late_session = rng(5).random(int(codes.max()) + 1) < cfg.late_rate
+        kind[late_session[codes] & (kind < 0)] = LATE
+    # the truth's kind of each row: a null key names its column
+    which = extra["null_key"] % len(NULL_KEYS) if "null_key" in extra else np.zeros(n, np.int64)
+    code = np.where(kind == NULL_KEY, which, kind.astype(np.int64) + len(NULL_KEYS) - 1)
+    kind_names = pl.Series([f"null_{c}" for c in NULL_KEYS] + [k for k, _ in ROW_KINDS[1:]] + ["late_event"])
+    # ---- values: times first (from the clean column), then prices, types and nulls
+    t = ev["event_time"].dt.epoch("us").to_numpy().copy()
+    if "future_event_time" in extra:
+        hit = kind == FUTURE
+        shift = 2 * DAY_US + extra["future_event_time"] % (28 * DAY_US // US) * US
+        t[hit] += shift[hit]
+    if cfg.late_rate > 0:
+        hit = kind == LATE
+        day0_us, _ = _day_bounds_us(day, tz)
+        prev0, prev_len = _day_bounds_us(day - timedelta(days=1), tz)
+        t[hit] = prev0 + np.minimum(t[hit] - day0_us, prev_len - 1)
+    cols: list[pl.Series | pl.Expr] = [pl.Series("event_time", t).cast(pl.Datetime("us", "UTC"))]
+    if "price_out_of_range" in extra:
+        hit = kind == BAD_PRICE
+        price = ev["price"].to_numpy()
+        absurd = np.where(extra["price_out_of_range"] % 2 == 0, -price - 1.0, price * 1e6 + 2e7)
+        cols.append(pl.Series("price", np.where(hit, absurd, price)))
+    if "unknown_event_type" in extra:
+        hit = pl.Series(kind == UNKNOWN_TYPE)
+        bogus = pl.Series(UNKNOWN_TYPES).gather(extra["unknown_event_type"] % len(UNKNOWN_TYPES))
+        cols.append(pl.when(hit).then(bogus).otherwise(pl.col("event_type")).alias("event_type"))
+    ev = ev.with_columns(cols)
+    if "null_key" in extra:
+        nulled = kind == NULL_KEY
+        ev = ev.with_columns(
+            pl.when(pl.Series(nulled & (which == k))).then(None).otherwise(pl.col(c)).alias(c)
+            for k, c in enumerate(NULL_KEYS)
+        )
+    # ---- duplicates: exact copies of untouched rows, right after the original
+    dup = np.zeros(n, bool)
+    if cfg.duplicate_rate > 0:
+        dup = (rng(6).random(n) < cfg.duplicate_rate) & (kind < 0)
+    width = 1 + dup.astype(np.int64)
+    first_row = np.cumsum(width) - width  # row of each original in the written file
+    if dup.any():
+        ev = ev[np.repeat(np.arange(n), width)]
+    parts = []
+    touched = np.flatnonzero(kind >= 0)
+    parts.append(truth(ids.gather(touched), kind_names.gather(code[touched]), first_row[touched]))
+    copies = np.flatnonzero(dup)
+    parts.append(truth(ids.gather(copies), pl.Series(["duplicate"] * copies.size), first_row[copies] + 1))
+    # ---- schema drift (per day)
+    g = rng(7)
+    if cfg.schema_drift_rate > 0 and g.random() < cfg.schema_drift_rate:
+        if g.random() < 0.5:
+            versions = pl.Series(["5.2.0", "5.3.1", "6.0.0"]).gather(g.integers(0, 3, ev.height))
+            ev = ev.with_columns(versions.alias(DRIFT_ADDED))
+            parts.append(truth(none, pl.Series(["added_column"]), None, DRIFT_ADDED))
+        else:
+            gone = DRIFT_DROPPABLE[int(g.integers(0, len(DRIFT_DROPPABLE)))]
+            ev = ev.drop(gone)
+            parts.append(truth(none, pl.Series(["missing_column"]), None, gone))
+    # ---- a truncated last CSV line (per day)
+    g = rng(8)
+    if cfg.truncated_csv_rate > 0 and g.random() < cfg.truncated_csv_rate and ev.height:
+        out.csv_cut = float(g.uniform(0.2, 0.6))
+        last = np.array([ev.height - 1])
+        last_id = ids.gather(np.flatnonzero(first_row + dup == ev.height - 1))
+        parts.append(truth(last_id, pl.Series(["truncated_line"]), last, "csv"))
+    out.events = ev
+    out.counts = _count_types(ev)
+    out.bad_rows = pl.concat(parts).sort("row", "kind", nulls_last=False)
 
 
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
@@ -532,6 +1056,40 @@ def _stage(df: pl.DataFrame, folder: Path) -> Path:
     tmp.mkdir()
     df.write_parquet(tmp / "part-0.parquet", **PARQUET_OPTIONS)
     return tmp
+
+
+def _stage_csv(df: pl.DataFrame, folder: Path, cut: float | None) -> Path:
+    """Like :func:`_stage`, as ``part-0.csv``; ``cut``: end the file inside its last line (no newline)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    path = tmp / "part-0.csv"
+    df.write_csv(path)
+    if cut is not None and df.height:
+        size = path.stat().st_size
+        with path.open("r+b") as f:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            start = size - len(tail) + tail.rstrip(b"\n").rfind(b"\n") + 1  # first byte of the last line
+            f.truncate(start + max(1, int(cut * (size - 1 - start))))
+    return tmp
+
+
+def events_csv_path(settings: Settings, ds: date | str) -> Path:
+    """The CSV copy of day ``ds``'s events written with ``SimConfig(write_csv=True)``."""
+    return settings.home / "csv" / "events" / f"ds={ds}" / "part-0.csv"
+
+
+def _merge_anomalies(path: Path, frames: list[pl.DataFrame], days: list[date]) -> int:
+    """Replace the simulated days' rows of ``truth/anomalies.parquet``; returns their count."""
+    new = pl.concat(frames) if frames else pl.DataFrame(schema=ANOMALIES_SCHEMA)
+    old = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=ANOMALIES_SCHEMA)
+    old = old.filter(~pl.col("ds").is_in(pl.Series(days, dtype=pl.Date).implode()))
+    merged = pl.concat([old, new]).unique().sort("ds", "entity_type", "kind", "entity_id")
+    _write_file(merged, path)
+    return new.height
 
 
 def _commit(tmp: Path, folder: Path) -> None:
@@ -586,6 +1144,7 @@ def simulate(settings: Settings, start: date | str, days: int, config: SimConfig
             _commit(tmp, folder)
         pending.clear()
 
+    anomalies: list[pl.DataFrame] = []
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulate-write")
     try:
         for k in range(days):
@@ -600,7 +1159,18 @@ def simulate(settings: Settings, start: date | str, days: int, config: SimConfig
                 (res.items, settings.landing("items", day)),
             ]
             pending.extend((pool.submit(_stage, df, folder), folder) for df, folder in jobs)
-            n_events = int(res.counts.sum())
+            if config.write_csv:
+                folder = events_csv_path(settings, day).parent
+                pending.append((pool.submit(_stage_csv, res.events, folder, res.csv_cut), folder))
+            bad_folder = truth / "bad_rows" / f"ds={day}"
+            if res.bad_rows is not None:
+                pending.append((pool.submit(_stage, res.bad_rows, bad_folder), bad_folder))
+                summary.bad_rows += res.bad_rows.height
+            elif bad_folder.exists():  # a rerun without bad data: no stale truth
+                shutil.rmtree(bad_folder)
+            if res.anomalies is not None:
+                anomalies.append(res.anomalies)
+            n_events = res.events.height
             summary.days.append(day)
             summary.per_day[str(day)] = n_events
             summary.events += n_events
@@ -610,6 +1180,7 @@ def simulate(settings: Settings, start: date | str, days: int, config: SimConfig
             summary.carts += int(res.counts[2])
             summary.purchases += int(res.counts[3])
         commit_pending()
+        summary.anomalies = _merge_anomalies(truth / "anomalies.parquet", anomalies, summary.days)
     finally:
         pool.shutdown(wait=True)
         for fut, _folder in pending:  # a failure left staged folders behind: drop them

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtl_model.config import Settings
-from mtl_model.simulate import SimConfig, SimSummary, main_summary_line, simulate
+from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.simulate import SimConfig, SimSummary, events_csv_path, main_summary_line, simulate
 
 START = date(2024, 3, 1)
 DAYS = 3
@@ -402,3 +402,361 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError):
         simulate(Settings(home=tmp_path), START, 0, TINY)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- bad data (reliability tests)
+
+BAD_DAYS = [date(2024, 3, 1), date(2024, 3, 2)]
+BAD_SWITCHES = {
+    "duplicate_rate": 0.03,
+    "null_key_rate": 0.03,
+    "unknown_type_rate": 0.03,
+    "bad_price_rate": 0.03,
+    "future_time_rate": 0.03,
+    "late_rate": 0.05,
+    "truncated_csv_rate": 1.0,
+    "write_csv": True,
+}
+ROW_KINDS = {
+    "duplicate",
+    "null_event_id",
+    "null_user_id",
+    "null_item_id",
+    "null_event_time",
+    "unknown_event_type",
+    "price_out_of_range",
+    "future_event_time",
+    "late_event",
+    "truncated_line",
+}
+CONTRACT_TYPES = {"impression", "view", "click", "cart", "fav", "purchase"}
+
+
+def _bad_rows(settings: Settings, day: date) -> pl.DataFrame:
+    return pl.read_parquet(settings.home / "truth" / "bad_rows" / f"ds={day}" / "part-0.parquet")
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings]:
+    """The same world twice, without and with bad data."""
+    clean = Settings(home=tmp_path_factory.mktemp("clean"))
+    dirty = Settings(home=tmp_path_factory.mktemp("dirty"))
+    simulate(clean, BAD_DAYS[0], len(BAD_DAYS), TINY)
+    simulate(dirty, BAD_DAYS[0], len(BAD_DAYS), replace(TINY, **BAD_SWITCHES))
+    return clean, dirty
+
+
+def test_bad_rows_are_where_the_truth_says(bad):
+    clean, dirty = bad
+    tz = ZoneInfo(dirty.business_tz)
+    for day in BAD_DAYS:
+        truth = _bad_rows(dirty, day)
+        assert truth.schema == {
+            "event_id": pl.String,
+            "kind": pl.String,
+            "row": pl.Int64,
+            "detail": pl.String,
+        }
+        assert set(truth["kind"]) == ROW_KINDS, day
+        ev = pl.read_parquet(_part(dirty, "events", day))
+        assert ev.schema == EVENTS_SCHEMA
+        for event_id, kind, row, _ in truth.iter_rows():
+            r = ev.row(row, named=True)
+            if kind.startswith("null_"):
+                key = kind.removeprefix("null_")
+                assert r[key] is None, (kind, row)
+                assert all(
+                    r[k] is not None for k in ("event_id", "user_id", "item_id", "event_time") if k != key
+                )
+            else:
+                assert r["event_id"] == event_id, (kind, row)
+            if kind == "unknown_event_type":
+                assert r["event_type"] not in CONTRACT_TYPES
+            elif kind == "price_out_of_range":
+                assert r["price"] < 0 or r["price"] > 1e7
+            elif kind == "future_event_time":
+                assert r["event_time"].date() >= day + timedelta(days=2)
+            elif kind == "late_event":
+                assert r["event_time"].astimezone(tz).date() == day - timedelta(days=1)
+            elif kind == "duplicate":
+                assert ev.row(row - 1) == ev.row(row)
+        # the untouched rows are those of the clean run, in the same order
+        touched = truth.filter(pl.col("kind") != "truncated_line")["row"]
+        kept = ev.with_row_index("r").filter(~pl.col("r").is_in(touched.implode())).drop("r")
+        original = pl.read_parquet(_part(clean, "events", day))
+        ids = truth.filter(~pl.col("kind").is_in(["duplicate", "truncated_line"]))["event_id"]
+        assert kept.equals(original.filter(~pl.col("event_id").is_in(ids.implode())))
+
+
+def test_truncated_csv_copy(bad):
+    _, dirty = bad
+    for day in BAD_DAYS:
+        data = events_csv_path(dirty, day).read_bytes()
+        assert not data.endswith(b"\n")
+        lines = data.split(b"\n")
+        header = lines[0].split(b",")
+        assert header == [c.encode() for c in EVENTS_SCHEMA]
+        assert len(lines) - 1 == pl.read_parquet(_part(dirty, "events", day)).height
+        assert len(lines[-1].split(b",")) < len(header) and len(lines[-2].split(b",")) == len(header)
+        truth = _bad_rows(dirty, day).filter(pl.col("kind") == "truncated_line")
+        assert truth["row"].to_list() == [len(lines) - 2] and truth["detail"].to_list() == ["csv"]
+
+
+def _staging_rule(business_tz: str) -> str | None:
+    """dbt's event_reject_reason() macro rendered to SQL (project vars, the business time zone), or None."""
+    try:
+        import jinja2
+        import yaml
+    except ImportError:
+        return None
+    macros = DBT_PROJECT_DIR / "macros"
+    project_vars = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text()).get("vars") or {}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env.globals.update(
+        env_var=lambda name, default=None: business_tz if name == "TANDEM_BUSINESS_TZ" else default,
+        var=lambda name, default=None: project_vars.get(name, default),
+    )
+    texts = [f.read_text() for f in sorted(macros.glob("*.sql"))]
+    text = "".join(t for t in texts if "macro event_reject_reason" in t or "macro business_date" in t)
+    try:
+        sql = env.from_string(text + "{{ event_reject_reason() }}").render().strip()
+    except jinja2.TemplateError:
+        return None
+    return sql if sql.startswith("case") else None
+
+
+def test_staging_rules_catch_each_injected_row(bad):
+    _, dirty = bad
+    rule = _staging_rule(dirty.business_tz)
+    if rule is None:
+        pytest.skip("dbt_project/macros: event_reject_reason() cannot be rendered outside dbt")
+    for day in BAD_DAYS:
+        rows = duckdb.sql(
+            f"select file_row_number as row, {rule} as reason from ("
+            f"  select *, date '{day}' as ds"
+            f"  from read_parquet('{_part(dirty, 'events', day)}', file_row_number = true))"
+        ).pl()
+        truth = _bad_rows(dirty, day)
+        caught = {"null_event_id", "null_user_id", "null_item_id", "null_event_time"}
+        caught |= {"unknown_event_type", "price_out_of_range", "future_event_time"}
+        expected = dict(truth.filter(pl.col("kind").is_in(list(caught))).select("row", "kind").iter_rows())
+        got = dict(rows.filter(pl.col("reason").is_not_null()).iter_rows())
+        assert got == expected, day  # late events (one day) and duplicates pass the rules
+
+
+def test_schema_drift_and_empty_days(tmp_path):
+    drift = Settings(home=tmp_path / "drift")
+    days = _days(BAD_DAYS[0], 4)
+    simulate(drift, days[0], len(days), replace(TINY, schema_drift_rate=1.0))
+    seen = set()
+    for day in days:
+        (kind, detail), *_ = _bad_rows(drift, day).select("kind", "detail").iter_rows()
+        seen.add(kind)
+        schema = pl.read_parquet_schema(_part(drift, "events", day))
+        if kind == "added_column":
+            assert list(schema) == [*EVENTS_SCHEMA, detail] and schema[detail] == pl.String
+        else:
+            assert kind == "missing_column" and detail not in schema
+            assert list(schema) == [c for c in EVENTS_SCHEMA if c != detail]
+    assert seen == {"added_column", "missing_column"}
+    # the dbt source reads all days at once, by column name
+    glob = drift.landing_dir / "events" / "*" / "*.parquet"
+    n = duckdb.sql(
+        f"select count(*) from read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+    )
+    assert n.fetchall()[0][0] == sum(pl.read_parquet(_part(drift, "events", d)).height for d in days)
+
+    empty = Settings(home=tmp_path / "empty")
+    summary = simulate(empty, START, 1, replace(TINY, empty_day_rate=1.0))
+    ev = pl.read_parquet(_part(empty, "events", START))
+    assert ev.height == 0 and ev.schema == EVENTS_SCHEMA and summary.events == 0
+    assert _bad_rows(empty, START).select("kind", "event_id").rows() == [("empty_day", None)]
+    assert pl.read_parquet(_part(empty, "items", START)).height == TINY.n_items
+
+
+def test_bad_data_truth_is_removed_by_a_clean_rerun(tmp_path):
+    settings = Settings(home=tmp_path)
+    simulate(settings, START, 1, replace(TINY, duplicate_rate=0.05))
+    folder = settings.home / "truth" / "bad_rows" / f"ds={START}"
+    assert folder.exists()
+    simulate(settings, START, 1, TINY)
+    assert not folder.exists()
+
+
+def test_config_validation_of_switches():
+    with pytest.raises(ValueError, match="fraud_rate"):
+        SimConfig(fraud_rate=2.0)
+    with pytest.raises(ValueError, match="write_csv"):
+        SimConfig(truncated_csv_rate=0.5)
+    assert not SimConfig().plants_anomalies and not SimConfig().injects_bad_data
+
+
+# ---------------------------------------------------------------- planted anomalies
+
+ANOMALIES = {"fraud_rate": 0.02, "click_spam_rate": 0.01, "broken_item_rate": 0.02, "broken_scene_rate": 1.0}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Settings]:
+    """The same world twice, without and with the planted anomalies."""
+    config = replace(MEDIUM, n_users=1500)
+    clean = Settings(home=tmp_path_factory.mktemp("plain"))
+    dirty = Settings(home=tmp_path_factory.mktemp("planted"))
+    simulate(clean, BAD_DAYS[0], len(BAD_DAYS), config)
+    simulate(dirty, BAD_DAYS[0], len(BAD_DAYS), replace(config, **ANOMALIES))
+    return clean, dirty
+
+
+def _anomalies(settings: Settings) -> pl.DataFrame:
+    return pl.read_parquet(settings.home / "truth" / "anomalies.parquet")
+
+
+def test_anomaly_truth_file(planted):
+    clean, dirty = planted
+    truth = _anomalies(dirty)
+    assert truth.schema == {
+        "entity_type": pl.String,
+        "entity_id": pl.String,
+        "kind": pl.String,
+        "ds": pl.Date,
+    }
+    kinds = {(t, k) for t, k in truth.select("entity_type", "kind").unique().iter_rows()}
+    assert kinds == {
+        ("user", "click_farm_bot"),
+        ("item", "bot_target_item"),
+        ("user", "fraud_buyer"),
+        ("item", "click_spam"),
+        ("user", "click_spam_account"),
+        ("item", "broken_tracking"),
+        ("scene", "broken_tracking"),
+    }
+    assert sorted(truth["ds"].unique()) == BAD_DAYS
+    bots = set(pl.read_parquet(dirty.home / "truth" / "bots.parquet")["user_id"])
+    assert set(truth.filter(pl.col("kind") == "click_farm_bot")["entity_id"]) == bots
+    # without planted anomalies the truth has the bots only
+    assert set(_anomalies(clean)["kind"]) == {"click_farm_bot", "bot_target_item"}
+
+
+def _day_events(settings: Settings, day: date) -> pl.DataFrame:
+    return pl.read_parquet(_part(settings, "events", day))
+
+
+def _of(truth: pl.DataFrame, kind: str, day: date, entity_type: str | None = None) -> list[str]:
+    sel = truth.filter((pl.col("kind") == kind) & (pl.col("ds") == day))
+    if entity_type:
+        sel = sel.filter(pl.col("entity_type") == entity_type)
+    return sel["entity_id"].to_list()
+
+
+def test_fraud_buyers_are_new_accounts_buying_expensive_items(planted):
+    clean, dirty = planted
+    truth = _anomalies(dirty)
+    for day in BAD_DAYS:
+        fraud = _of(truth, "fraud_buyer", day)
+        assert len(fraud) == round(ANOMALIES["fraud_rate"] * 1500)
+        users = pl.read_parquet(_part(dirty, "users", day))
+        assert users.height == pl.read_parquet(_part(clean, "users", day)).height + len(fraud) + len(
+            _of(truth, "click_spam_account", day)
+        )
+        mine = users.filter(pl.col("user_id").is_in(fraud))
+        assert mine.height == len(fraud)
+        assert ((day - mine["signup_date"]).dt.total_days().is_between(1, 3)).all()
+        ev = _day_events(dirty, day)
+        items = pl.read_parquet(_part(dirty, "items", day))
+        cutoff = items["price"].quantile(0.9)
+        buys = ev.filter(pl.col("user_id").is_in(fraud) & (pl.col("event_type") == "purchase"))
+        per_user = buys.group_by("user_id").agg(
+            n=pl.len(), lo=pl.col("price").min(), span=pl.col("event_time").max() - pl.col("event_time").min()
+        )
+        assert per_user.height == len(fraud) and (per_user["n"] >= 4).all()
+        assert (per_user["lo"] >= cutoff).all() and (per_user["span"] < timedelta(hours=1)).all()
+        normal = ev.filter(~pl.col("user_id").is_in(fraud) & (pl.col("event_type") == "purchase"))
+        assert normal["price"].median() < cutoff
+
+
+def test_click_spam_items_jump(planted):
+    clean, dirty = planted
+    truth = _anomalies(dirty)
+    for day in BAD_DAYS:
+        items = _of(truth, "click_spam", day)
+        accounts = _of(truth, "click_spam_account", day)
+        assert len(items) == round(ANOMALIES["click_spam_rate"] * MEDIUM.n_items)
+        assert len(accounts) == 4 * len(items)
+        spammers: set[str] = set()
+        for item in items:
+            clicks = {
+                name: s.filter((pl.col("item_id") == item) & (pl.col("event_type") == "click"))
+                for name, s in (("clean", _day_events(clean, day)), ("dirty", _day_events(dirty, day)))
+            }
+            spam = clicks["dirty"].filter(pl.col("user_id").is_in(accounts))
+            assert spam.height >= max(60, 10 * clicks["clean"].height)
+            # the organic clicks: fewer, where the broken scene lost some (fraudsters may buy the item)
+            organic = clicks["dirty"].filter(
+                ~pl.col("user_id").is_in(_of(truth, "fraud_buyer", day) + accounts)
+            )
+            assert organic.height <= clicks["clean"].height
+            assert spam["user_id"].n_unique() == 4
+            assert spam["scene"].n_unique() == 1 and spam["scene"][0] not in _of(
+                truth, "broken_tracking", day
+            )
+            spammers |= set(spam["user_id"])
+        assert spammers == set(accounts)
+
+
+def test_broken_tracking_loses_clicks(planted):
+    clean, dirty = planted
+    truth = _anomalies(dirty)
+    for day in BAD_DAYS:
+        before, after = _day_events(clean, day), _day_events(dirty, day)
+        for item in _of(truth, "broken_tracking", day, "item"):
+            n = after.filter(pl.col("item_id") == item).group_by("event_type").len()
+            n = dict(n.iter_rows())
+            assert n.get("impression", 0) > 0 and "click" not in n
+            assert before.filter((pl.col("item_id") == item) & (pl.col("event_type") == "click")).height > 0
+        (scene,) = _of(truth, "broken_tracking", day, "scene")
+        n = dict(after.filter(pl.col("scene") == scene).group_by("event_type").len().iter_rows())
+        assert n["impression"] > 1000 and "click" not in n
+        other = after.filter((pl.col("scene") != scene) & (pl.col("event_type") == "click"))
+        assert other.height > 0
+
+
+def test_planted_rows_keep_the_file_rules(planted):
+    _, dirty = planted
+    for day in BAD_DAYS:
+        ev = _day_events(dirty, day)
+        assert ev.schema == EVENTS_SCHEMA and ev["event_id"].is_unique().all()
+        assert ev.null_count().drop("query").sum_horizontal().item() == 0
+        assert (ev["event_time"].dt.date() == day).all()
+        # sessions stay contiguous and in order of their first event
+        runs = ev.select(pl.col("session_id").rle_id())["session_id"]
+        assert runs.max() + 1 == ev["session_id"].n_unique()
+        for stage in ("impression", "click", "cart", "purchase"):
+            assert ev.filter(pl.col("event_type") == stage).select("session_id", "position").is_unique().all()
+        truth = pl.read_parquet(_exposures_part(dirty, day))
+        imp = ev.filter(pl.col("event_type") == "impression")["event_id"]
+        assert set(truth["event_id"]) == set(imp) and truth.height == imp.len()
+
+
+def test_anomaly_truth_of_split_runs_equals_one_run(tmp_path):
+    config = replace(
+        TINY, fraud_rate=0.01, click_spam_rate=0.01, broken_item_rate=0.01, broken_scene_rate=0.5
+    )
+    whole, split = Settings(home=tmp_path / "whole"), Settings(home=tmp_path / "split")
+    simulate(whole, START, DAYS, config)
+    simulate(split, START + timedelta(days=1), DAYS - 1, config)
+    simulate(split, START, 1, config)
+    for a, b in zip(_all_files(whole, _days()), _all_files(split, _days()), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a
+    truth = whole.home / "truth" / "anomalies.parquet"
+    assert truth.read_bytes() == (split.home / "truth" / "anomalies.parquet").read_bytes()
+
+
+def test_weekend_boost(tmp_path):
+    friday = date(2024, 3, 1)
+    plain, boosted = Settings(home=tmp_path / "plain"), Settings(home=tmp_path / "boost")
+    a = simulate(plain, friday, 3, MEDIUM)
+    b = simulate(boosted, friday, 3, replace(MEDIUM, weekend_boost=1.0))
+    assert _part(plain, "events", friday).read_bytes() == _part(boosted, "events", friday).read_bytes()
+    for day in _days(friday, 3)[1:]:
+        ratio = b.per_day[str(day)] / a.per_day[str(day)]
+        assert 1.7 < ratio < 2.3, (day, ratio)
