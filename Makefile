@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	@$(PY) -m mtl_model.demo
+	@TANDEM_DEMO_SOURCE=$(SOURCE) $(PY) -m mtl_model.demo
 
 test: venv
 	@$(PY) -m ruff check .
@@ -30,8 +30,12 @@ test: venv
 lint: venv
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
+# Benchmarks print their figures (docs/benchmarks.md records them); not part of `make test`.
 bench: venv
-	@$(PY) bench/run_all.py
+	$(PY) bench/bench_simulate.py --sizes 1M,10M
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_anomalies.py
+	$(PY) bench/bench_night.py --events-per-day 1000000 --days 30
 
 clean:
 	rm -rf var dbt_project/target dbt_project/logs

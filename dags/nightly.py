@@ -27,7 +27,9 @@ warehouse = {"pool": settings.warehouse_pool}
 @dag(
     dag_id="tandem_nightly",
     schedule=CronTriggerTimetable("0 2 * * *", timezone=settings.business_tz),
-    start_date=pendulum.datetime(2026, 1, 1, tz=settings.business_tz),
+    # early, so backfills of old days run (a logical date before start_date schedules no task);
+    # catchup=False keeps the scheduler from creating those runs by itself
+    start_date=pendulum.datetime(2000, 1, 1, tz=settings.business_tz),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": settings.task_retries, "retry_delay": timedelta(minutes=2)},

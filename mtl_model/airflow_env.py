@@ -65,12 +65,13 @@ def run_day(settings: Settings, ds: date) -> str:
     dag = bag.dags[DAG_ID]
     run = dag.test(logical_date=logical_date_for(ds, settings.business_tz), run_conf={"ds": ds.isoformat()})
     state = str(getattr(run.state, "value", run.state))
-    if state != "success":
-        failed = sorted(
-            ti.task_id
-            for ti in run.get_task_instances()
-            if str(ti.state)
-            in ("failed", "upstream_failed", "TaskInstanceState.FAILED", "TaskInstanceState.UPSTREAM_FAILED")
+    tis = run.get_task_instances()
+    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
+    # a run can end "success" with tasks never scheduled (e.g. a logical date before start_date):
+    # every task must have succeeded (or be an EmptyOperator skipped by design)
+    not_done = sorted(t for t, st in states.items() if st not in ("success", "skipped"))
+    if state != "success" or not_done or len(states) < len(dag.tasks):
+        raise RuntimeError(
+            f"nightly run for ds={ds} ended {state}; tasks not successful: {not_done or 'never scheduled'}"
         )
-        raise RuntimeError(f"nightly run for ds={ds} ended {state}; failed tasks: {failed}")
     return state

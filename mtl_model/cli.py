@@ -1,6 +1,7 @@
 """`tandem`: the one command line of the project.
 
   tandem simulate --start 2026-11-01 --days 14      write a simulated landing zone
+  tandem ingest --format rees46 events.csv          land a public dataset (see docs/datasets.md)
   tandem run --ds 2026-11-14                        run the nightly DAG for one day (dag.test)
   tandem backfill --start 2026-11-12 --end 2026-11-14   the same, for each day in order
   tandem show                                       row counts of the published tables
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bot-rate", type=float, default=0.005)
     p.set_defaults(func=cmd_simulate)
+
+    from mtl_model.ingest import add_ingest_parser
+
+    add_ingest_parser(sub)
 
     p = sub.add_parser("run", help="run the nightly DAG for one day, in process")
     p.add_argument("--ds", type=_date, required=True)
