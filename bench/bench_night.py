@@ -24,6 +24,7 @@ import duckdb
 
 from mtl_model.config import DBT_PROJECT_DIR, Settings
 from mtl_model.simulate import SimConfig, simulate
+from mtl_model.warehouse import export_day
 
 EVENTS_PER_USER_DAY = 14.0  # what the default simulator yields per user and day (measured)
 
@@ -93,6 +94,10 @@ def main() -> None:
     )
     tests = sum(r["execution_time"] for r in results if r["unique_id"].startswith(("test.", "unit_test.")))
 
+    t2 = time.perf_counter()
+    exported = export_day(settings, last)  # the export views' real cost: Parquet for train / score
+    t_export = time.perf_counter() - t2
+
     events_glob = str(settings.landing("events", last) / "*.parquet")
     with duckdb.connect() as con:
         t1 = time.perf_counter()
@@ -106,6 +111,7 @@ def main() -> None:
         f"\nnight of {last}: {day_events:,} events; dbt build {t_night:.1f}s wall "
         f"(models {sum(t for _, t in per_model):.1f}s, tests {tests:.1f}s)"
     )
+    print(f"export of the day (Parquet for the trainer and scorer): {t_export:.1f}s {exported}")
     print(
         f"plain DuckDB pass over the day's events: {t_plain:.2f}s ({groups:,} groups); "
         f"ratio night / plain pass = {t_night / t_plain:.0f}x"

@@ -15,14 +15,18 @@
 
 {#- Left joins of the point-in-time features as of `as_of` onto exposures / candidates aliased `x`
     (columns user_id, item_id, category_id). Used by training_samples (as of the day before each
-    exposure) and scoring_candidates (as of the run date). -#}
-{% macro feature_joins(as_of) -%}
-left join {{ ref('user_features') }} as uf
-    on uf.user_id = x.user_id and uf.ds = {{ as_of }}
-left join {{ ref('item_features') }} as itf
-    on itf.item_id = x.item_id and itf.ds = {{ as_of }}
-left join {{ ref('user_category_features') }} as ucf
-    on ucf.user_id = x.user_id and ucf.category_id = x.category_id and ucf.ds = {{ as_of }}
+    exposure) and scoring_candidates (as of the run date). `first_day`..`last_day` bound the as-of
+    days that can match, so each join builds only those days (the feature tables hold every day). -#}
+{% macro feature_joins(as_of, first_day, last_day) -%}
+{%- for relation, alias, keys in [
+      ('user_features', 'uf', ['user_id']),
+      ('item_features', 'itf', ['item_id']),
+      ('user_category_features', 'ucf', ['user_id', 'category_id'])] %}
+left join (
+    select * from {{ ref(relation) }} where ds between {{ first_day }} and {{ last_day }}
+) as {{ alias }}
+    on {% for k in keys %}{{ alias }}.{{ k }} = x.{{ k }} and {% endfor %}{{ alias }}.ds = {{ as_of }}
+{%- endfor %}
 {%- endmacro %}
 
 {#- The feature columns the model reads (all numeric, prefixed f_), plus the price relative to the
