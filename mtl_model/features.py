@@ -7,16 +7,25 @@ uses exactly the vocabularies and statistics the model was trained with.
   then the known values sorted, so the same training rows always give the same codes. Values seen
   fewer than ``min_count`` times are left out and map to the OOV code; that way the OOV embedding is
   trained on rare ids and is meaningful for ids first met at scoring time.
+* Very large id spaces (``FeatureSpec.max_vocab`` > 0): when a column has more than ``max_vocab``
+  known values, only the ``max_vocab`` most frequent keep their own code; every other value (rarer,
+  below ``min_count``, or first met at scoring time) is hashed into one of ``hash_buckets`` shared
+  codes after the vocabulary. The hash is an unkeyed BLAKE2b of the UTF-8 value, stable across
+  processes, machines and library versions (unlike Python's ``hash`` or polars' ``hash``).
 * Numeric columns: ``log1p`` for the columns in ``FeatureSpec.log_numeric`` (price), nulls filled
   with the training median, then standardised with the training mean and standard deviation. There
   is no missing flag: candidates may have no position at all, and a flag that was never set in
-  training would feed an untrained weight at scoring time.
+  training would feed an untrained weight at scoring time. Besides ``FeatureSpec.numeric``, every
+  numeric (or boolean) column of the training rows whose name starts with ``numeric_prefix``
+  (``f_``) becomes a numeric feature; the fitted encoders list them explicitly, so scoring uses the
+  same columns (a missing one is all null, i.e. the training median).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +35,8 @@ import torch
 NULL_CODE = 0
 OOV_CODE = 1
 FIRST_KNOWN_CODE = 2
-ENCODERS_FORMAT = 1
+ENCODERS_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,10 @@ class FeatureSpec:
     categorical: tuple[str, ...] = ("user_id", "item_id", "category_id", "scene")
     numeric: tuple[str, ...] = ("position", "price")
     log_numeric: tuple[str, ...] = ("price",)
-    min_count: int = 2  # categorical values seen fewer times in training map to OOV
+    min_count: int = 2  # categorical values seen fewer times in training map to OOV (or a hash bucket)
+    numeric_prefix: str = "f_"  # numeric columns named so are picked up as numeric features ("" = off)
+    max_vocab: int = 0  # per categorical column; 0 = no cap. Beyond it, values are hashed into buckets
+    hash_buckets: int = 4096  # buckets of a capped column (used only when its vocabulary exceeds the cap)
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,27 @@ def _column(df: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.lit(None, dtype=dtype)
 
 
+def stable_bucket(value: str, buckets: int) -> int:
+    """Bucket of ``value`` in ``[0, buckets)`` from an 8-byte BLAKE2b digest (same on every machine)."""
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % buckets
+
+
+def _auto_numeric(df: pl.DataFrame, spec: FeatureSpec) -> tuple[str, ...]:
+    """Columns of ``df`` named ``<numeric_prefix>…`` with a numeric or boolean type, sorted by name."""
+    if not spec.numeric_prefix:
+        return ()
+    return tuple(
+        sorted(
+            name
+            for name, dtype in df.schema.items()
+            if name.startswith(spec.numeric_prefix)
+            and name not in spec.numeric
+            and (dtype.is_numeric() or dtype == pl.Boolean())
+        )
+    )
+
+
 def _numeric_expr(df: pl.DataFrame, name: str, spec: FeatureSpec) -> pl.Expr:
     expr = _column(df, name, pl.Float64())
     if name in spec.log_numeric:
@@ -69,13 +103,21 @@ class Encoders:
     spec: FeatureSpec
     vocabs: dict[str, list[str]]
     numeric: dict[str, NumericStats]
+    hashed: dict[str, int] = field(default_factory=dict)  # capped column -> number of hash buckets
     _lookups: dict[str, pl.Series] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, df: pl.DataFrame, spec: FeatureSpec | None = None) -> Encoders:
-        """Fit on the training rows ``df`` (missing columns are treated as all null)."""
+        """Fit on the training rows ``df`` (missing columns are treated as all null).
+
+        The returned encoders' ``spec.numeric`` also lists the ``numeric_prefix`` columns found in ``df``.
+        """
         spec = spec or FeatureSpec()
+        extra = _auto_numeric(df, spec)
+        if extra:
+            spec = replace(spec, numeric=(*spec.numeric, *extra))
         vocabs: dict[str, list[str]] = {}
+        hashed: dict[str, int] = {}
         for name in spec.categorical:
             counts = (
                 df.select(_column(df, name, pl.String()).alias("v"))
@@ -84,6 +126,10 @@ class Encoders:
                 .len()
                 .filter(pl.col("len") >= spec.min_count)
             )
+            if 0 < spec.max_vocab < counts.height:
+                # the most frequent values keep a code (ties by value, so the choice is deterministic)
+                counts = counts.sort(["len", "v"], descending=[True, False]).head(spec.max_vocab)
+                hashed[name] = max(int(spec.hash_buckets), 1)
             vocabs[name] = counts.get_column("v").sort().to_list()
         numeric: dict[str, NumericStats] = {}
         for name in spec.numeric:
@@ -94,12 +140,15 @@ class Encoders:
             mean = float(filled.mean()) if len(filled) else 0.0
             std = float(filled.std(ddof=0)) if len(filled) else 1.0
             numeric[name] = NumericStats(median=median, mean=mean, std=std if std > 1e-12 else 1.0)
-        return cls(spec=spec, vocabs=vocabs, numeric=numeric)
+        return cls(spec=spec, vocabs=vocabs, numeric=numeric, hashed=hashed)
 
     @property
     def cardinalities(self) -> list[int]:
-        """Embedding table size per categorical column (known values + null + OOV), in spec order."""
-        return [len(self.vocabs[name]) + FIRST_KNOWN_CODE for name in self.spec.categorical]
+        """Embedding table size per categorical column (null + OOV + known values + hash buckets)."""
+        return [
+            len(self.vocabs[name]) + FIRST_KNOWN_CODE + self.hashed.get(name, 0)
+            for name in self.spec.categorical
+        ]
 
     @property
     def n_numeric(self) -> int:
@@ -117,12 +166,17 @@ class Encoders:
         for name in self.spec.categorical:
             vocab = self._lookup(name)
             raw = _column(df, name, pl.String())
-            codes = raw.replace_strict(
-                vocab,
-                pl.int_range(FIRST_KNOWN_CODE, FIRST_KNOWN_CODE + len(vocab), eager=True),
-                default=OOV_CODE,
-                return_dtype=pl.Int64(),
-            )
+            old_values = vocab
+            old_codes = pl.int_range(FIRST_KNOWN_CODE, FIRST_KNOWN_CODE + len(vocab), eager=True)
+            if name in self.hashed and name in df.columns:
+                # values outside the vocabulary: one hash per distinct value, not per row
+                other = df.select(raw.alias("v")).get_column("v").drop_nulls().unique().sort()
+                other = other.filter(~other.is_in(vocab))
+                first_bucket = FIRST_KNOWN_CODE + len(vocab)
+                buckets = [first_bucket + stable_bucket(v, self.hashed[name]) for v in other.to_list()]
+                old_values = pl.concat([vocab, other.rename(name)])
+                old_codes = pl.concat([old_codes, pl.Series(buckets, dtype=old_codes.dtype)])
+            codes = raw.replace_strict(old_values, old_codes, default=OOV_CODE, return_dtype=pl.Int64())
             exprs.append(pl.when(raw.is_null()).then(NULL_CODE).otherwise(codes).alias(f"cat_{name}"))
         for name in self.spec.numeric:
             stats = self.numeric[name]
@@ -152,24 +206,34 @@ class Encoders:
             "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.spec).items()},
             "vocabs": self.vocabs,
             "numeric": {name: asdict(stats) for name, stats in self.numeric.items()},
+            "hashed": dict(self.hashed),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Encoders:
         """Inverse of :meth:`to_dict`."""
-        if data.get("format") != ENCODERS_FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise ValueError(
-                f"unsupported encoders format {data.get('format')!r}, expected {ENCODERS_FORMAT}"
+                f"unsupported encoders format {data.get('format')!r}, expected one of {READABLE_FORMATS}"
             )
         raw = data["spec"]
+        defaults = FeatureSpec()
         spec = FeatureSpec(
             categorical=tuple(raw["categorical"]),
             numeric=tuple(raw["numeric"]),
             log_numeric=tuple(raw["log_numeric"]),
             min_count=int(raw["min_count"]),
+            numeric_prefix=str(raw.get("numeric_prefix", defaults.numeric_prefix)),
+            max_vocab=int(raw.get("max_vocab", 0)),
+            hash_buckets=int(raw.get("hash_buckets", defaults.hash_buckets)),
         )
         numeric = {name: NumericStats(**stats) for name, stats in data["numeric"].items()}
-        return cls(spec=spec, vocabs={k: list(v) for k, v in data["vocabs"].items()}, numeric=numeric)
+        return cls(
+            spec=spec,
+            vocabs={k: list(v) for k, v in data["vocabs"].items()},
+            numeric=numeric,
+            hashed={k: int(v) for k, v in data.get("hashed", {}).items()},
+        )
 
     def to_json(self) -> str:
         """Serialise to a JSON string."""

@@ -8,12 +8,18 @@ The version name is ``YYYYMMDD-<hash>`` where the hash covers the training confi
 content of the samples file, so re-running a day with the same inputs gives the same name and
 replaces that folder. Folders and the pointer are written to a temporary path and moved into place
 with ``os.replace`` so a reader never sees a half-written file.
+
+Promotion judges the new and the current model on the same rows: the current model is loaded with
+its own encoders and re-evaluated on the new model's validation day (see :func:`register`); only
+when that is impossible (no validation rows given, or the current version cannot be loaded or
+applied) are the AUCs stored in its ``metrics.json`` compared instead, and the reason says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -23,13 +29,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 from torch import nn
 
 from mtl_model import __version__
 from mtl_model.config import Settings
 from mtl_model.features import Encoders
-from mtl_model.models import build_model
+from mtl_model.metrics import auc
+from mtl_model.models import build_model, predict_proba
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 ENCODERS_FILE = "encoders.json"
@@ -57,9 +67,11 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def training_fingerprint(settings: Settings) -> dict[str, Any]:
-    """The settings that change what training produces (paths and device deliberately excluded)."""
+def training_fingerprint(settings: Settings, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that change what training produces (paths and device deliberately excluded), plus
+    ``options``: the resolved training options of :class:`mtl_model.train.TrainOptions`."""
     return {
+        **({"options": options} if options else {}),
         "package_version": __version__,
         "model_format": MODEL_FORMAT,
         "seed": settings.seed,
@@ -74,10 +86,12 @@ def training_fingerprint(settings: Settings) -> dict[str, Any]:
     }
 
 
-def version_name(settings: Settings, ds: date, samples_sha256: str) -> str:
+def version_name(
+    settings: Settings, ds: date, samples_sha256: str, options: dict[str, Any] | None = None
+) -> str:
     """Deterministic version name ``YYYYMMDD-<10 hex>`` from ds, the training config and the data hash."""
     payload = json.dumps(
-        {"ds": ds.isoformat(), "config": training_fingerprint(settings), "samples": samples_sha256},
+        {"ds": ds.isoformat(), "config": training_fingerprint(settings, options), "samples": samples_sha256},
         sort_keys=True,
     )
     return f"{ds:%Y%m%d}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
@@ -125,9 +139,8 @@ def decide_promotion(
     """Promote if there is no current model or the new mean AUC >= current mean AUC - tolerance.
 
     The means are taken over the tasks both models have a finite AUC for (all of each model's tasks
-    if they share none). This first version compares the metrics as stored in the current model's
-    ``metrics.json``, i.e. measured on *its* validation day; a later version will re-evaluate the
-    current model on the new model's validation day so both are judged on the same rows.
+    if they share none). ``current`` is normally the current model re-evaluated on the new model's
+    validation day (see :func:`register`), else its stored ``metrics.json``.
     """
     if current is None:
         return True, "no current model"
@@ -201,6 +214,18 @@ def save_version(
     return final
 
 
+def evaluate_version(settings: Settings, version: str, rows: pl.DataFrame) -> dict[str, Any]:
+    """AUC per task of a saved version on ``rows`` (encoded with that version's own encoders), in the
+    shape of ``metrics.json`` (``{"tasks": {task: {"auc": value}}}``); tasks without a label column in
+    ``rows`` are left out. Raises if the version cannot be loaded or applied."""
+    model, encoders, _ = load_version(settings, version)
+    tasks = [t for t in model.tasks if t in rows.columns]
+    cat, num = encoders.encode(rows)
+    probs = predict_proba(model, cat, num)
+    labels = rows.select(pl.col(t).fill_null(0).clip(0, 1) for t in tasks)
+    return {"tasks": {t: {"auc": auc(labels.get_column(t).to_numpy(), probs[t].numpy())} for t in tasks}}
+
+
 def register(
     settings: Settings,
     version: str,
@@ -208,17 +233,34 @@ def register(
     encoders: Encoders,
     config: dict[str, Any],
     metrics: dict[str, Any],
+    validation: pl.DataFrame | None = None,
 ) -> Promotion:
-    """Save the version, then promote it to ``CURRENT`` if it is not worse (see :func:`decide_promotion`)."""
+    """Save the version, then promote it to ``CURRENT`` if it is not worse (see :func:`decide_promotion`).
+
+    With ``validation`` (the new model's validation rows, labels included), the current model is
+    re-evaluated on those rows so both models are judged on the same day; if that fails (e.g. an
+    unreadable model file) its stored metrics are compared instead.
+    """
     previous = read_current_version(settings)
     current_metrics = read_metrics(settings, previous) if previous else None  # read before overwriting
     save_version(settings, version, model, encoders, config, metrics)
+    basis = "stored metrics of the current model"
+    if previous and previous != version and validation is not None and validation.height:
+        try:
+            current_metrics = evaluate_version(settings, previous, validation)
+            basis = f"current model re-evaluated on the validation day {metrics.get('ds', '')}".rstrip()
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to the stored numbers
+            log.warning(
+                "could not re-evaluate current version %s (%s); comparing stored metrics", previous, exc
+            )
     if previous == version:
         promoted, reason = True, f"re-run of the current version {version}"
     elif previous and current_metrics is None:
         promoted, reason = True, f"current version {previous} has no readable metrics"
     else:
         promoted, reason = decide_promotion(metrics, current_metrics, settings.promote_tolerance)
+        if previous:
+            reason += f" ({basis})"
     if promoted:
         set_current(settings, version)
     elif previous:
@@ -241,6 +283,7 @@ def load_version(settings: Settings, version: str) -> tuple[nn.Module, Encoders,
         embedding_dim=config["embedding_dim"],
         hidden_dims=config["hidden_dims"],
         tower_dim=config["tower_dim"],
+        **config.get("model", {}),  # esmm, scene_index, scene_towers, experts (absent in format-1 configs)
     )
     model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
     model.eval()

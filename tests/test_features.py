@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from mtl_model.features import NULL_CODE, OOV_CODE, Encoders, FeatureSpec
+from mtl_model.features import NULL_CODE, OOV_CODE, Encoders, FeatureSpec, stable_bucket
 
 
 @pytest.fixture
@@ -94,3 +94,60 @@ def test_empty_frame_encodes_to_empty_tensors(train_rows: pl.DataFrame) -> None:
     enc = Encoders.fit(train_rows)
     cat, num = enc.encode(train_rows.head(0))
     assert cat.shape == (0, 4) and num.shape == (0, 2)
+
+
+def test_prefixed_numeric_columns_are_picked_up(train_rows: pl.DataFrame) -> None:
+    rows = train_rows.with_columns(
+        pl.Series("f_views", [3, 1, None, 4, 1, 5], dtype=pl.Int64),
+        pl.Series("f_flag", [True, False, True, True, False, False]),
+        pl.Series("f_label", ["a", "b", "c", "d", "e", "f"]),  # not numeric: ignored
+        pl.Series("views", [1, 2, 3, 4, 5, 6]),  # no prefix: ignored
+    )
+    enc = Encoders.fit(rows)
+    assert enc.spec.numeric == ("position", "price", "f_flag", "f_views")  # spec columns, then sorted extras
+    assert enc.n_numeric == 4
+    _, num = enc.encode(rows)
+    assert num.shape == (6, 4) and torch.isfinite(num).all()
+    assert num[:, 3].mean().item() == pytest.approx(0.0, abs=1e-5)  # standardised on the training rows
+    again = Encoders.from_json(enc.to_json())
+    assert again.spec.numeric == enc.spec.numeric
+    # scoring rows without the column: training median, never an error
+    _, num_missing = again.encode(rows.drop("f_views"))
+    stats = enc.numeric["f_views"]
+    assert num_missing[0, 3].item() == pytest.approx((stats.median - stats.mean) / stats.std, rel=1e-5)
+    assert Encoders.fit(rows, FeatureSpec(numeric_prefix="")).n_numeric == 2
+
+
+def test_large_vocabularies_are_capped_and_the_rest_hashed() -> None:
+    users = [f"u{i}" for i in range(10) for _ in range(10 - i)]  # u0 most frequent, u9 once
+    df = pl.DataFrame({"user_id": users, "scene": ["home"] * len(users)})
+    spec = FeatureSpec(max_vocab=3, hash_buckets=5, min_count=1)
+    enc = Encoders.fit(df, spec)
+    assert enc.vocabs["user_id"] == ["u0", "u1", "u2"] and enc.hashed == {"user_id": 5}
+    assert "scene" not in enc.hashed  # under the cap: plain vocabulary
+    assert enc.cardinalities[0] == 2 + 3 + 5
+    new = pl.DataFrame({"user_id": ["u0", "u2", "u5", "u9", "never-seen", None], "scene": ["home"] * 6})
+    codes = enc.encode(new)[0][:, 0].tolist()
+    assert codes[:2] == [2, 4] and codes[-1] == NULL_CODE
+    first_bucket = 2 + 3
+    assert all(first_bucket <= c < first_bucket + 5 for c in codes[2:5])
+    assert codes[2:5] == [first_bucket + stable_bucket(v, 5) for v in ("u5", "u9", "never-seen")]
+    # the same value gets the same bucket in any frame, process or machine
+    assert enc.encode(new.reverse())[0][:, 0].tolist() == codes[::-1]
+    assert stable_bucket("u123", 1000) == 986 and stable_bucket("item-42", 4096) == 2026
+    loaded = Encoders.from_json(enc.to_json())
+    assert loaded == enc and torch.equal(loaded.encode(new)[0], enc.encode(new)[0])
+
+
+def test_format_1_encoders_still_load(train_rows: pl.DataFrame) -> None:
+    data = Encoders.fit(train_rows).to_dict()
+    data["format"] = 1
+    del data["hashed"]
+    for key in ("numeric_prefix", "max_vocab", "hash_buckets"):
+        del data["spec"][key]
+    old = Encoders.from_dict(data)
+    assert old.hashed == {} and old.spec.max_vocab == 0
+    assert torch.equal(old.encode(train_rows)[0], Encoders.fit(train_rows).encode(train_rows)[0])
+    data["format"] = 99
+    with pytest.raises(ValueError, match="unsupported encoders format 99"):
+        Encoders.from_dict(data)

@@ -1,4 +1,4 @@
-"""Model shapes, the architecture factory, and the metrics."""
+"""Model shapes, the architecture factory (shared-bottom, MMoE, PLE, ESMM, scene parts), and the metrics."""
 
 from __future__ import annotations
 
@@ -8,37 +8,213 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_model.metrics import auc, log_loss
-from mtl_model.models import SharedBottom, build_model, predict_proba
+from mtl_model.metrics import auc, gauc, log_loss
+from mtl_model.models import (
+    PLE,
+    MMoE,
+    SharedBottom,
+    build_model,
+    predict_proba,
+    product_logit,
+    split_parameters,
+)
+
+CARDS = [10, 20, 5, 4]  # user, item, category, scene (scene codes: 0 null, 1 OOV, 2 home, 3 search)
+SCENE = 3
+TASKS = ("click", "cart", "purchase")
 
 
-@pytest.mark.parametrize("tasks", [("click",), ("click", "purchase"), ("click", "cart", "purchase")])
-def test_shared_bottom_forward_shapes(tasks: tuple[str, ...]) -> None:
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def inputs(n: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(0, c, (n,), generator=g) for c in CARDS], dim=1)
+    return cat, torch.randn(n, 2, generator=g)
+
+
+@pytest.mark.parametrize("architecture", ["shared_bottom", "mmoe", "ple"])
+@pytest.mark.parametrize("esmm", [False, True])
+@pytest.mark.parametrize("scene_towers", [False, True])
+def test_forward_shapes_every_architecture(architecture: str, esmm: bool, scene_towers: bool) -> None:
     torch.manual_seed(0)
-    model = build_model("shared_bottom", [10, 20, 5, 4], 2, tasks, embedding_dim=8, hidden_dims=(16, 8))
-    assert isinstance(model, SharedBottom)
-    cat = torch.randint(0, 4, (7, 4))
-    num = torch.randn(7, 2)
+    model = build_model(
+        architecture,
+        CARDS,
+        2,
+        TASKS,
+        embedding_dim=8,
+        hidden_dims=(16, 8),
+        esmm=esmm,
+        scene_index=SCENE,
+        scene_towers=scene_towers,
+    )
+    cat, num = inputs()
     out = model(cat, num)
-    assert list(out) == list(tasks)
-    assert all(v.shape == (7,) for v in out.values())
+    assert list(out) == list(TASKS) and model.tasks == TASKS
+    assert all(v.shape == (7,) and torch.isfinite(v).all() for v in out.values())
     probs = predict_proba(model, cat, num, batch_size=3)
     assert all(p.shape == (7,) and p.dtype == torch.float64 for p in probs.values())
     assert all(((p > 0) & (p < 1)).all() for p in probs.values())
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in model.shared_parameters())
 
 
-def test_null_embedding_is_zero_and_gets_no_gradient() -> None:
-    model = SharedBottom([6, 6], 1, ("click",), embedding_dim=4, hidden_dims=(8,))
+@pytest.mark.parametrize("tasks", [("click",), ("click", "purchase"), ("click", "cart", "purchase")])
+def test_shared_bottom_task_subsets(tasks: tuple[str, ...]) -> None:
+    model = build_model("shared_bottom", CARDS, 2, tasks, embedding_dim=8, hidden_dims=(16, 8))
+    assert isinstance(model, SharedBottom) and not model.esmm
+    assert list(model(*inputs())) == list(tasks)
+
+
+def test_shared_bottom_keeps_the_first_parameter_names() -> None:
+    """Versions saved by the first Tandem model (format 1) must still load."""
+    model = build_model("shared_bottom", [6, 6], 1, ("click",), embedding_dim=4, hidden_dims=(8,))
+    assert sorted(model.state_dict()) == [
+        "bottom.0.bias",
+        "bottom.0.weight",
+        "embeddings.0.weight",
+        "embeddings.1.weight",
+        "towers.click.0.bias",
+        "towers.click.0.weight",
+        "towers.click.2.bias",
+        "towers.click.2.weight",
+    ]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_null_embedding_is_zero_and_gets_no_gradient(sparse: bool) -> None:
+    model = SharedBottom([6, 6], 1, ("click",), embedding_dim=4, hidden_dims=(8,), sparse=sparse)
     out = model(torch.tensor([[0, 3], [2, 0]]), torch.zeros(2, 1))
     out["click"].sum().backward()
     for emb in model.embeddings:
         assert torch.equal(emb.weight[0], torch.zeros(4))
-        assert torch.equal(emb.weight.grad[0], torch.zeros(4))
+        grad = emb.weight.grad.to_dense() if sparse else emb.weight.grad
+        assert grad.is_sparse is False and torch.equal(grad[0], torch.zeros(4))
+        assert emb.weight.grad.is_sparse == sparse
+
+
+def test_split_parameters_puts_sparse_embeddings_apart() -> None:
+    model = build_model(
+        "mmoe", CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16,), scene_index=SCENE, sparse=True
+    )
+    sparse, dense = split_parameters(model)
+    assert len(sparse) == len(CARDS) + 1  # the feature tables and the gates' scene embedding
+    assert {id(p) for p in sparse}.isdisjoint(id(p) for p in dense)
+    assert len(sparse) + len(dense) == len(list(model.parameters()))
+    dense_model = build_model("mmoe", CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16,), sparse=False)
+    assert split_parameters(dense_model)[0] == []
+
+
+def test_mmoe_gates_are_distributions_over_experts_and_read_the_scene() -> None:
+    torch.manual_seed(1)
+    model = build_model(
+        "mmoe", CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16, 8), n_experts=3, scene_index=SCENE
+    )
+    assert isinstance(model, MMoE) and model.experts.n == 3
+    cat, num = inputs(50)
+    _, gates = model.forward_with_gates(cat, num)
+    assert set(gates) == set(TASKS)
+    for g in gates.values():
+        assert g.shape == (50, 3) and (g >= 0).all()
+        assert torch.allclose(g.sum(-1), torch.ones(50), atol=1e-6)
+    # gate input = concat(shared input, gate scene embedding): only the gate embedding of the scene differs
+    home, search = cat.clone(), cat.clone()
+    home[:, SCENE], search[:, SCENE] = 2, 3
+    with torch.no_grad():
+        model.embeddings[SCENE].weight.zero_()  # the features no longer see the scene, the gates still do
+    g_home = model.forward_with_gates(home, num)[1]["click"]
+    g_search = model.forward_with_gates(search, num)[1]["click"]
+    assert not torch.allclose(g_home, g_search)
+    assert model.gates.in_features == model.in_dim + 8
+
+
+def test_ple_expert_counts_levels_and_gates() -> None:
+    torch.manual_seed(2)
+    model = build_model(
+        "ple",
+        CARDS,
+        2,
+        TASKS,
+        embedding_dim=8,
+        hidden_dims=(32, 16),
+        ple_levels=2,
+        ple_task_experts=2,
+        ple_shared_experts=3,
+        scene_index=SCENE,
+    )
+    assert isinstance(model, PLE) and len(model.levels) == 2
+    for k, level in enumerate(model.levels):
+        assert level.task_experts.n == len(TASKS) * 2 and level.shared_experts.n == 3
+        assert level.task_gate_w.shape[0] == len(TASKS) and level.task_gate_w.shape[2] == 2 + 3
+        assert (level.shared_gate is None) == (k == 1)  # the last level has no shared gate
+    assert model.levels[0].out_dim == 32 and model.levels[1].out_dim == 16  # hidden_dims split by level
+    assert model.levels[0].shared_gate.out_features == len(TASKS) * 2 + 3
+    cat, num = inputs(20)
+    _, gates = model.forward_with_gates(cat, num)
+    assert set(gates) == {f"level{k}/{t}" for k in (1, 2) for t in TASKS} | {"level1/shared"}
+    assert gates["level1/shared"].shape == (20, 9) and gates["level2/cart"].shape == (20, 5)
+    for g in gates.values():
+        assert torch.allclose(g.sum(-1), torch.ones(20), atol=1e-6)
+    one_level = build_model("ple", CARDS, 2, TASKS, hidden_dims=(32, 16), ple_levels=1)
+    assert len(one_level.levels) == 1 and one_level.levels[0].out_dim == 16
+    with pytest.raises(ValueError, match="PLE levels"):
+        build_model("ple", CARDS, 2, TASKS, hidden_dims=(32,), ple_levels=2)
+
+
+@pytest.mark.parametrize("architecture", ["shared_bottom", "mmoe", "ple"])
+def test_esmm_ctcvr_is_the_product_and_never_above_ctr(architecture: str) -> None:
+    torch.manual_seed(3)
+    model = build_model(architecture, CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16, 8), esmm=True)
+    assert model.esmm and model.esmm_tasks == ("cart", "purchase")
+    with torch.no_grad():  # push the towers to extremes so the product is tested near 0 and 1
+        for tower in model.towers.values():
+            tower[-1].bias.add_(torch.randn(()) * 6)
+    cat, num = inputs(200, seed=4)
+    probs = predict_proba(model, cat, num)
+    for task in ("cart", "purchase"):
+        assert (probs[task] <= probs["click"] + 1e-6).all()
+    a = torch.tensor([-30.0, -3.0, 0.0, 2.0, 15.0, 40.0])
+    b = torch.tensor([-2.0, 40.0, 0.0, -1.0, 15.0, 40.0])
+    z = product_logit(a, b)
+    assert torch.isfinite(z).all()
+    expected = torch.sigmoid(a.double()) * torch.sigmoid(b.double())
+    assert torch.allclose(torch.sigmoid(z.double()), expected.clamp(max=1 - 1e-6), rtol=1e-4, atol=1e-7)
+
+
+def test_esmm_needs_click_and_is_on_by_default_for_gated_models() -> None:
+    with pytest.raises(ValueError, match="ESMM needs the 'click' task"):
+        build_model("mmoe", CARDS, 2, ("cart", "purchase"), esmm=True)
+    assert build_model("mmoe", CARDS, 2, TASKS).esmm
+    assert build_model("ple", CARDS, 2, TASKS).esmm
+    assert not build_model("shared_bottom", CARDS, 2, TASKS).esmm
+    assert not build_model("mmoe", CARDS, 2, ("click",)).esmm
+    assert not build_model("mmoe", CARDS, 2, ("cart", "purchase")).esmm
+
+
+def test_scene_towers_start_neutral_and_separate_scenes() -> None:
+    torch.manual_seed(5)
+    model = build_model("mmoe", CARDS, 2, TASKS, hidden_dims=(16,), scene_index=SCENE, scene_towers=True)
+    cat, num = inputs(30)
+    rep = torch.randn(30, 16)
+    tower = model.scene_towers["click"]
+    assert torch.equal(tower(rep, cat[:, SCENE]), torch.zeros(30))  # residual is zero at start
+    with torch.no_grad():
+        tower.w2[3].fill_(1.0)  # only the "search" tower moves
+    moved = tower(rep, cat[:, SCENE]) != 0
+    assert moved.any() and torch.equal(moved, (cat[:, SCENE] == 3) & moved)
+    with pytest.raises(ValueError, match="scene_towers needs a scene feature"):
+        build_model("mmoe", CARDS, 2, TASKS, scene_towers=True)
 
 
 def test_unknown_architecture_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown architecture 'mmoe'"):
-        build_model("mmoe", [3], 1, ("click",))
+    with pytest.raises(ValueError, match="unknown architecture 'transformer'"):
+        build_model("transformer", [3], 1, ("click",))
 
 
 def test_auc_hand_computed() -> None:
@@ -64,6 +240,30 @@ def test_auc_ties_count_half() -> None:
 def test_auc_one_class_is_nan() -> None:
     assert math.isnan(auc([1, 1], [0.2, 0.3]))
     assert math.isnan(auc([], []))
+
+
+def test_gauc_hand_computed() -> None:
+    # user a (4 rows): AUC 3/4; user b (2 rows): AUC 0; user c: one class only -> left out
+    labels = [1, 0, 1, 0, 1, 0, 1, 1]
+    scores = [0.9, 0.8, 0.6, 0.5, 0.1, 0.7, 0.4, 0.2]
+    users = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    assert gauc(labels, scores, users) == pytest.approx((4 * 0.75 + 2 * 0.0) / 6)
+    assert math.isnan(gauc([1, 1, 0], [0.1, 0.2, 0.3], ["a", "a", "b"]))
+
+
+def test_gauc_matches_per_user_auc_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 40, 3000)
+    y = rng.random(3000) < 0.3
+    s = rng.integers(0, 6, 3000) + 0.8 * y  # many ties
+    total = weight = 0.0
+    for u in np.unique(users):
+        m = users == u
+        a = auc(y[m], s[m])
+        if math.isfinite(a):
+            total, weight = total + a * m.sum(), weight + m.sum()
+    assert gauc(y, s, users) == pytest.approx(total / weight)
+    assert gauc(y, s, users.astype(str)) == pytest.approx(total / weight)
 
 
 def test_log_loss() -> None:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
+from mtl_model.baselines import popularity_scores, truth_paths, truth_probabilities
 from mtl_model.config import Settings
 from mtl_model.registry import CURRENT_FILE, METRICS_FILE, MODEL_FILE, load_current
 from mtl_model.score import RECOMMENDATIONS_SCHEMA, score
-from mtl_model.train import METRICS_SCHEMA, train
+from mtl_model.train import METRICS_SCHEMA, EpochInfo, TrainOptions, checkpoint_dir_for, train
 
 DS = date(2024, 3, 7)
 TASKS = ("click", "cart", "purchase")
@@ -83,6 +89,15 @@ def write_inputs(settings: Settings, samples: pl.DataFrame) -> None:
     make_candidates(samples).write_parquet(folder / "candidates.parquet")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: small batches on a shared machine (see train.torch_threads)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def samples() -> pl.DataFrame:
     return make_samples(DS)
@@ -93,21 +108,40 @@ def settings_for(home: Path, **kw) -> Settings:
     return Settings(**{**base, **kw})
 
 
+def opts(**kw) -> TrainOptions:
+    """Options for tests that do not look at the baselines (they train one extra model per task)."""
+    return TrainOptions(**{"baselines": False, **kw})
+
+
+def weights_of(settings: Settings, version: str) -> dict[str, torch.Tensor]:
+    return torch.load(settings.models_dir / version / MODEL_FILE, weights_only=True)
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.fixture(scope="module")
 def trained(samples: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory):
+    """The default options (from the settings): shared-bottom, sparse embeddings, baselines on."""
     settings = settings_for(tmp_path_factory.mktemp("home"))
     write_inputs(settings, samples)
     return settings, train(settings, DS)
 
 
+def samples_per_day() -> int:
+    return 150 * 24
+
+
 def test_train_learns_signal_and_writes_metrics(trained) -> None:
-    _, result = trained
+    settings, result = trained
     assert result.promoted and result.reason == "no current model"
     assert result.n_valid == samples_per_day() and result.n_train == 6 * samples_per_day()
     assert result.metrics["click"]["auc"] > 0.65
     assert result.metrics["cart"]["auc"] > 0.6
     for task in TASKS:
         assert 0 < result.metrics[task]["logloss"] < 1
+        assert 0.5 < result.metrics[task]["gauc"] < 1
     df = pl.read_parquet(result.metrics_path)
     assert df.schema == pl.Schema(METRICS_SCHEMA)
     assert set(df["split"]) == {"validation"} and set(df["model_version"]) == {result.version}
@@ -116,11 +150,17 @@ def test_train_learns_signal_and_writes_metrics(trained) -> None:
     assert got[("click", "auc")] == result.metrics["click"]["auc"]
     assert got[("all", "n_train")] == result.n_train and got[("all", "n_valid")] == result.n_valid
     assert ("all", "samples_per_s") not in got and result.samples_per_s > 0  # speed is not a model metric
-    assert {("purchase", "positive_rate"), ("cart", "logloss")} <= set(got)
-
-
-def samples_per_day() -> int:
-    return 150 * 24
+    assert {("purchase", "positive_rate"), ("cart", "logloss"), ("click", "gauc")} <= set(got)
+    # the references: metric names with a suffix, the main model's version
+    for name in ("popularity", "single_task"):
+        for task in TASKS:
+            assert {(task, f"auc_{name}"), (task, f"gauc_{name}"), (task, f"logloss_{name}")} <= set(got)
+        assert ("all", f"mean_auc_{name}") in got
+    assert not any(metric.endswith("_truth") for _, metric in got)  # no simulator truth here
+    assert got[("click", "auc")] > got[("click", "auc_popularity")]  # users' tastes beat item popularity
+    assert got[("click", "auc_single_task")] > 0.65
+    assert result.baselines["popularity"]["click"]["auc"] == got[("click", "auc_popularity")]
+    assert 1 <= got[("all", "best_epoch")] <= got[("all", "epochs_trained")] <= settings.epochs
 
 
 def test_registry_layout_and_rerun_overwrites_same_version(trained) -> None:
@@ -130,59 +170,164 @@ def test_registry_layout_and_rerun_overwrites_same_version(trained) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["tasks"] == list(TASKS) and config["architecture"] == "shared_bottom"
     assert config["train_end"] == "2024-03-06" and config["validation_day"] == "2024-03-07"
+    assert config["loss_weighting"]["method"] == "fixed" and config["loss_weighting"]["weights"] == [1, 1, 1]
+    assert config["loss_weighting"]["class_balance"] == "none" and config["sparse_embeddings"] is True
+    assert config["model"] == {"esmm": False, "scene_index": 3, "scene_towers": False}
     state = torch.load(folder / MODEL_FILE, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
-    again = train(settings, DS)
+    again = train(settings, DS, opts())  # baselines do not change the model: same version
     assert again.version == first.version and again.promoted
     assert "re-run" in again.reason
     assert (settings.models_dir / CURRENT_FILE).read_text().strip() == first.version
-    assert [p.name for p in settings.models_dir.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in settings.models_dir.iterdir() if p.name.startswith(".")] == []  # no checkpoints
     model, _, version = load_current(settings)
     assert version == first.version and model.tasks == TASKS
 
 
 def test_same_seed_gives_identical_weights_and_metrics(samples: pl.DataFrame, tmp_path: Path) -> None:
-    a, b = settings_for(tmp_path / "a", epochs=1), settings_for(tmp_path / "b", epochs=1)
+    a, b = (settings_for(tmp_path / x, epochs=1, architecture="mmoe") for x in "ab")
     write_inputs(a, samples)
     write_inputs(b, samples)
-    ra, rb = train(a, DS), train(b, DS)
+    options = opts(loss_weighting="gradnorm")
+    ra, rb = train(a, DS, options), train(b, DS, options)
     assert ra.version == rb.version
     assert ra.metrics == rb.metrics
-    wa = torch.load(a.models_dir / ra.version / MODEL_FILE, weights_only=True)
-    wb = torch.load(b.models_dir / rb.version / MODEL_FILE, weights_only=True)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = settings_for(tmp_path / "c", epochs=1, seed=8)
+    assert same_weights(weights_of(a, ra.version), weights_of(b, rb.version))
+    assert pl.read_parquet(ra.metrics_path).equals(pl.read_parquet(rb.metrics_path))
+    c = settings_for(tmp_path / "c", epochs=1, architecture="mmoe", seed=8)
     write_inputs(c, samples)
-    assert train(c, DS).version != ra.version
+    assert train(c, DS, options).version != ra.version
+    assert train(a, DS, opts()).version != ra.version  # the weighting is part of the version
 
 
-def test_worse_model_is_not_promoted(samples: pl.DataFrame, tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, epochs=1)
+@pytest.mark.parametrize(
+    ("architecture", "options"),
+    [
+        ("mmoe", opts()),  # ESMM on by default, sparse embeddings
+        ("ple", opts(scene_towers=True, max_vocab=120, hash_buckets=16, loss_weighting="uncertainty")),
+        ("shared_bottom", opts(sparse_embeddings=False, class_balance="focal")),  # dense Adam
+    ],
+    ids=["mmoe-esmm-sparse", "ple-esmm-scene_towers-hashing", "shared_bottom-dense"],
+)
+def test_architectures_learn_and_score_unseen_ids(
+    samples: pl.DataFrame, tmp_path: Path, architecture: str, options: TrainOptions
+) -> None:
+    settings = settings_for(tmp_path, architecture=architecture)
     write_inputs(settings, samples)
-    first = train(settings, DS)
-    metrics_path = settings.models_dir / first.version / METRICS_FILE
-    stored = json.loads(metrics_path.read_text())
-    for task in stored["tasks"]:
-        stored["tasks"][task]["auc"] = 0.99
-    metrics_path.write_text(json.dumps(stored))
+    result = train(settings, DS, options)
+    assert result.metrics["click"]["auc"] > 0.65
+    assert result.metrics["cart"]["auc"] > 0.6
+    config = json.loads((settings.models_dir / result.version / "config.json").read_text())
+    assert config["architecture"] == architecture
+    assert config["model"]["esmm"] == (architecture != "shared_bottom")
+    assert config["sparse_embeddings"] == options.sparse_embeddings
+    assert config["loss_weighting"]["method"] == options.loss_weighting
+    if options.max_vocab:
+        assert config["hashed_features"] == {"user_id": 16, "item_id": 16}
+    recs = pl.read_parquet(score(replace(settings, top_k=1000), DS))
+    assert recs["score"].is_finite().all() and recs["p_click"].is_between(0, 1).all()
+    assert {"brand_new_user", "u0"} <= set(recs["user_id"])
+    assert "brand_new_item" in recs.filter(user_id="u0")["item_id"].to_list()
+    if config["model"]["esmm"]:  # the published purchase probability is the CTCVR
+        assert (recs["p_purchase"] <= recs["p_click"] + 1e-9).all()
+        assert (recs["p_cart"] <= recs["p_click"] + 1e-9).all()
 
-    other = settings_for(tmp_path, epochs=1, seed=123)  # different config -> different version
-    second = train(other, DS)
-    assert second.version != first.version
-    assert not second.promoted
-    assert "< current 0.9900" in second.reason and first.version in second.reason
+
+def test_resume_after_crash_gives_the_same_weights(samples: pl.DataFrame, tmp_path: Path) -> None:
+    options = opts(loss_weighting="gradnorm", patience=0)
+    a, b = (settings_for(tmp_path / x, architecture="mmoe", epochs=3) for x in "ab")
+    write_inputs(a, samples)
+    write_inputs(b, samples)
+    straight = train(a, DS, options)
+    assert straight.epochs_trained == 3 and straight.resumed_from_epoch == 0
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_after_first_epoch(info: EpochInfo) -> None:
+        if info.epoch == 1:
+            raise Crash("worker lost")
+
+    with pytest.raises(Crash):
+        train(b, DS, options, callbacks=[crash_after_first_epoch])
+    ckpt_dir = checkpoint_dir_for(b, straight.version)
+    assert (ckpt_dir / "checkpoint.pt").exists() and not (b.models_dir / straight.version).exists()
+
+    seen: list[int] = []
+    resumed = train(b, DS, options, callbacks=[lambda info: seen.append(info.epoch)])
+    assert seen == [2, 3] and resumed.resumed_from_epoch == 1  # epoch 1 was not trained again
+    assert resumed.version == straight.version
+    assert same_weights(weights_of(a, straight.version), weights_of(b, resumed.version))
+    assert resumed.metrics == straight.metrics
+    assert pl.read_parquet(resumed.metrics_path).equals(pl.read_parquet(straight.metrics_path))
+    assert not ckpt_dir.exists()
+
+
+def test_early_stopping_keeps_the_best_epoch(samples: pl.DataFrame, tmp_path: Path) -> None:
+    # learning rate 0: every epoch scores the same, so the first stays best and patience runs out
+    settings = settings_for(tmp_path, epochs=6, learning_rate=0.0)
+    write_inputs(settings, samples)
+    infos: list[EpochInfo] = []
+    result = train(settings, DS, opts(patience=2, sparse_embeddings=False), callbacks=[infos.append])
+    assert [i.epoch for i in infos] == [1, 2, 3] and [i.stop for i in infos] == [False, False, True]
+    assert result.epochs_trained == 3 and result.best_epoch == 1
+    got = pl.read_parquet(result.metrics_path).filter(task="all")
+    assert dict(zip(got["metric"], got["value"], strict=True))["epochs_trained"] == 3
+
+
+def test_worse_model_is_not_promoted_on_the_same_validation_day(
+    samples: pl.DataFrame, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    write_inputs(settings, samples)
+    first = train(settings, DS, opts())
+
+    weak = settings_for(tmp_path, epochs=1, learning_rate=1e-5, seed=123)  # barely trained
+    second = train(weak, DS, opts())
+    assert second.version != first.version and not second.promoted
+    assert "current model re-evaluated on the validation day 2024-03-07" in second.reason
+    re_evaluated = float(second.reason.split("current ")[1].split(" ")[0])
+    assert re_evaluated == pytest.approx(first.mean_auc, abs=6e-5)  # same rows, same model: same AUC
     assert (settings.models_dir / CURRENT_FILE).read_text().strip() == first.version
     assert (settings.models_dir / second.version / MODEL_FILE).exists()
     promoted = pl.read_parquet(second.metrics_path).filter(metric="promoted")["value"].to_list()
     assert promoted == [0.0]
+
+    # a current model that cannot be re-evaluated: its stored metrics are compared instead
+    (settings.models_dir / first.version / MODEL_FILE).write_bytes(b"not a model")
+    stored_path = settings.models_dir / first.version / METRICS_FILE
+    stored = json.loads(stored_path.read_text())
+    for task in stored["tasks"]:
+        stored["tasks"][task]["auc"] = 0.99
+    stored_path.write_text(json.dumps(stored))
+    third = train(settings_for(tmp_path, epochs=1, seed=5), DS, opts())
+    assert not third.promoted
+    assert "< current 0.9900" in third.reason and "stored metrics" in third.reason
 
 
 def test_missing_validation_day_is_a_clear_error(samples: pl.DataFrame, tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     write_inputs(settings, samples.filter(pl.col("ds") < DS))
     with pytest.raises(ValueError, match=r"ds=2024-03-07.*n_train=21600, n_valid=0"):
-        train(settings, DS)
+        train(settings, DS, opts())
+
+
+def test_options_come_from_settings_and_environment_strings() -> None:
+    raw = SimpleNamespace(
+        esmm="false",
+        task_weights="1,2,0.5",
+        sparse_embeddings="0",
+        patience="3",
+        loss_weighting="uncertainty",
+    )
+    options = TrainOptions.from_settings(raw)
+    assert options.esmm is False and options.task_weights == (1.0, 2.0, 0.5)
+    assert options.sparse_embeddings is False and options.loss_weighting == "uncertainty"
+    assert TrainOptions.from_settings(SimpleNamespace(esmm="auto")).esmm is None
+    assert TrainOptions.from_settings(Settings()) == TrainOptions()  # nothing set: the defaults
+    assert TrainOptions().model_kwargs("mmoe", TASKS, 3)["esmm"] is True
+    assert TrainOptions().model_kwargs("shared_bottom", TASKS, 3)["esmm"] is False
 
 
 def test_score_writes_top_k_per_user(trained) -> None:
@@ -206,7 +351,7 @@ def test_score_writes_top_k_per_user(trained) -> None:
 
 def test_score_covers_unseen_users_and_items(trained) -> None:
     settings, _ = trained
-    everything = pl.read_parquet(score(replace(settings, top_k=1000), DS))
+    everything = pl.read_parquet(score(replace(settings, top_k=1000, max_per_category=0), DS))
     u0 = everything.filter(user_id="u0")
     assert u0.height == 41 and "brand_new_item" in u0["item_id"].to_list()  # 40 items + the unseen one
     assert everything.filter(user_id="brand_new_user").height == 40  # home/search duplicates collapsed
@@ -214,11 +359,126 @@ def test_score_covers_unseen_users_and_items(trained) -> None:
 
 
 def test_score_with_click_only_model(samples: pl.DataFrame, tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, epochs=1, tasks=("click",), top_k=3)
+    settings = settings_for(tmp_path, epochs=1, tasks=("click",), top_k=3, architecture="mmoe")
     write_inputs(settings, samples)
-    train(settings, DS)
+    train(settings, DS, opts())
     recs = pl.read_parquet(score(settings, DS))
     assert recs.height == 4 * 3
     assert recs["p_cart"].is_null().all() and recs["p_purchase"].is_null().all()
     assert (recs["score"] == recs["p_click"]).all()
     assert not math.isnan(recs["score"].sum())
+
+
+def test_popularity_baseline_is_smoothed_towards_the_global_rate() -> None:
+    train_df = pl.DataFrame(
+        {"item_id": ["a"] * 10 + ["b"] * 30, "click": [1] * 5 + [0] * 5 + [1] * 3 + [0] * 27}
+    )
+    valid_df = pl.DataFrame({"item_id": ["a", "b", "new"]})
+    got = popularity_scores(train_df, valid_df, ("click",), prior_strength=20.0)["click"].to_list()
+    rate = 8 / 40
+    assert got == pytest.approx([(5 + 20 * rate) / 30, (3 + 20 * rate) / 50, rate])
+
+
+def test_truth_ceiling_joins_through_the_landing_events(tmp_path: Path) -> None:
+    """Samples are keyed by exposure_id = md5(session|user|item|scene), the truth by event_id."""
+    settings = Settings(home=tmp_path)
+    assert truth_paths(settings.home, settings.landing_dir, DS) is None  # nothing there: skipped
+    n = 40
+    events = pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(n)] + ["e-click"],
+            "event_time": list(range(n)) + [99],
+            "session_id": [f"s{i // 5}" for i in range(n)] + ["s0"],
+            "user_id": [f"u{i % 7}" for i in range(n)] + ["u0"],
+            "item_id": [f"i{i}" for i in range(n)] + ["i0"],
+            "event_type": ["impression"] * n + ["click"],
+            "scene": [None if i == 3 else "home" for i in range(n)] + ["home"],
+        }
+    )
+    truth = pl.DataFrame({"event_id": [f"e{i}" for i in range(n)], "p_click": np.linspace(0.01, 0.9, n)})
+    (tmp_path / "landing/events" / f"ds={DS}").mkdir(parents=True)
+    events.write_parquet(tmp_path / "landing/events" / f"ds={DS}" / "part-0.parquet")
+    (tmp_path / "truth/exposures" / f"ds={DS}").mkdir(parents=True)
+    truth.write_parquet(tmp_path / "truth/exposures" / f"ds={DS}" / "part-0.parquet")
+    exposure = [
+        hashlib.md5(
+            f"{r['session_id']}|{r['user_id']}|{r['item_id']}|{r['scene'] or 'unknown'}".encode()
+        ).hexdigest()
+        for r in events.head(n).iter_rows(named=True)
+    ]
+    valid = pl.DataFrame({"exposure_id": exposure[::-1], "user_id": ["x"] * n})  # another order than events
+    paths = truth_paths(settings.home, settings.landing_dir, DS)
+    assert paths is not None
+    got = truth_probabilities(*paths, valid, ("click", "cart"))
+    assert set(got) == {"click"}  # no p_cart in this truth file
+    assert got["click"].to_numpy() == pytest.approx(truth["p_click"].to_numpy()[::-1])
+    partial = pl.concat([valid, pl.DataFrame({"exposure_id": ["unknown-exposure"], "user_id": ["x"]})])
+    assert truth_probabilities(*paths, partial, ("click",)) is None  # under 99 % matched: skipped
+    assert truth_probabilities(*paths, valid.drop("exposure_id"), ("click",)) is None
+
+
+DDP_SCRIPT = """
+import json, sys
+from datetime import date
+import torch
+torch.set_num_threads(1)
+from mtl_model.config import Settings
+from mtl_model.train import TrainOptions, distributed_world, train
+settings = Settings(
+    home=sys.argv[1], epochs=2, batch_size=256, seed=7, hidden_dims=(64, 32), architecture="mmoe"
+)
+options = TrainOptions(baselines=False, loss_weighting="uncertainty")
+result = train(settings, date.fromisoformat(sys.argv[2]), options)
+rank, world = distributed_world()
+print(json.dumps({"rank": rank, "world": world, "version": result.version, "promoted": result.promoted,
+                  "auc": {t: m["auc"] for t, m in result.metrics.items()}, "epochs": result.epochs_trained}))
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed (gloo)")
+def test_ddp_two_cpu_processes_train_one_model(samples: pl.DataFrame, tmp_path: Path) -> None:
+    home = tmp_path / "ddp"
+    settings = settings_for(home, architecture="mmoe")
+    write_inputs(settings, samples)
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+    ]
+    command += [str(home), str(DS)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if run.returncode != 0 and "exitcode: -11" in run.stderr:
+        # seen once in ~10 runs on the loaded 2-core CI machine: a gloo worker killed by SIGSEGV
+        # mid-backward. One retry for a signal death only; any other failure, or a second crash, fails.
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    assert sorted(x["rank"] for x in lines) == [0, 1] and {x["world"] for x in lines} == {2}
+    leader = next(x for x in lines if x["rank"] == 0)
+    assert leader["promoted"] and leader["epochs"] == 2
+    assert (settings.models_dir / leader["version"] / MODEL_FILE).exists()
+    assert leader["auc"]["click"] > 0.65
+    # the same job in one process: same version, and (up to float summation order) the same model
+    alone = settings_for(tmp_path / "single", architecture="mmoe")
+    write_inputs(alone, samples)
+    single = train(alone, DS, opts(loss_weighting="uncertainty"))
+    assert single.version == leader["version"]
+    for task, value in single.metrics.items():
+        assert leader["auc"][task] == pytest.approx(value["auc"], abs=0.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_training_learns(samples: pl.DataFrame, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, architecture="mmoe", device="cuda")
+    write_inputs(settings, samples)
+    result = train(settings, DS, opts(bf16=True))
+    assert result.device == "cuda" and result.metrics["click"]["auc"] > 0.65

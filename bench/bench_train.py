@@ -1,0 +1,327 @@
+"""Training benchmark of the joint model: samples/s and validation AUC per architecture, dense vs sparse
+embedding gradients, side by side with torch-rechub's MMOE and PLE on identical tensors.
+
+    python bench/bench_train.py                      # defaults below: ~500k simulated exposures, 2 epochs
+    python bench/bench_train.py --users 4000 --epochs 1 --no-rechub   # a quick look
+
+Data: ``mtl_model.simulate`` (7 days; the last is the validation day), turned into exposures exactly
+as the dbt model ``interactions`` does (see bench/common.py), encoded once with Tandem's encoders;
+every model below trains on the same tensors with the same batch size, learning rate and epochs.
+
+* ``tandem``: :func:`mtl_model.train.fit_model`, the nightly training loop (tensors in memory, a seeded
+  permutation per epoch, Adam, or SparseAdam on the embeddings + Adam on the rest).
+* ``rechub/own``: torch-rechub 0.9.0 (``pip install --no-deps torch-rechub==0.9.0 scikit-learn``) with
+  its own ``MTLTrainer`` and ``DataGenerator`` (a DataLoader over per-row dicts), as its docs use it.
+* ``rechub/loop``: the same rechub model fed from in-memory tensors by a minimal loop (isolates the
+  model's own cost from its data path).
+
+Speed: samples per second of the fastest epoch of each model (training steps only, validation
+excluded: the least disturbed epoch on a shared machine); compare the ratios within one run, not
+absolute numbers across machines. AUC / GAUC: the validation day, best of
+the epochs for every model (Tandem keeps its best epoch by early stopping; rechub is evaluated after
+each epoch too). Nothing here asserts anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # before torch-rechub imports tqdm: no progress bars
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors  # noqa: E402
+from mtl_model.baselines import popularity_scores  # noqa: E402
+from mtl_model.metrics import auc, gauc  # noqa: E402
+from mtl_model.models import build_model, predict_proba  # noqa: E402
+from mtl_model.simulate import SimConfig  # noqa: E402
+from mtl_model.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+
+LAST_DAY = date(2026, 3, 7)
+
+
+def quality(probs: dict[str, np.ndarray], t: Tensors) -> dict[str, float]:
+    labels = t.y_va.numpy()
+    out: dict[str, float] = {}
+    for i, task in enumerate(TASKS):
+        out[f"auc_{task}"] = auc(labels[:, i], probs[task])
+        out[f"gauc_{task}"] = gauc(labels[:, i], probs[task], t.users_va)
+    out["mean_auc"] = float(np.mean([out[f"auc_{task}"] for task in TASKS]))
+    return out
+
+
+def run_tandem(t: Tensors, arch: str, hidden: tuple[int, ...], esmm: bool, sparse: bool, args) -> dict:
+    torch.manual_seed(args.seed)
+    scene = t.encoders.spec.categorical.index("scene")
+    model = build_model(
+        arch,
+        t.encoders.cardinalities,
+        t.encoders.n_numeric,
+        TASKS,
+        embedding_dim=16,
+        hidden_dims=hidden,
+        tower_dim=TOWER_DIM,
+        esmm=esmm,
+        scene_index=scene,
+        sparse=sparse,
+    )
+    y_tr = t.y_tr.clone()
+    if esmm:  # ESMM targets: click ∧ task
+        y_tr[:, 1:] *= y_tr[:, :1]
+    with deterministic(args.seed):  # as in the nightly train()
+        fit = fit_model(
+            model,
+            (t.cat_tr, t.num_tr, y_tr),
+            (t.cat_va, t.num_va, t.y_va),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            seed=args.seed,
+            device=torch.device("cpu"),
+            options=TrainOptions(sparse_embeddings=sparse, patience=0, checkpoints=False, baselines=False),
+        )
+    p = predict_proba(model, t.cat_va, t.num_va)
+    speed = max(t.cat_tr.shape[0] / h["train_seconds"] for h in fit.history)  # the least disturbed epoch
+    return {"samples_per_s": speed, **quality({task: p[task].numpy() for task in TASKS}, t)}
+
+
+def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dict:
+    """One model per task, same architecture and capacity, no ESMM (the nightly single_task baseline).
+    Speed: training rows per second for the three models together (one pass over the data each)."""
+    scene = t.encoders.spec.categorical.index("scene")
+    probs, seconds = {}, 0.0
+    for i, task in enumerate(TASKS):
+        torch.manual_seed(args.seed)
+        model = build_model(
+            arch,
+            t.encoders.cardinalities,
+            t.encoders.n_numeric,
+            (task,),
+            hidden_dims=hidden,
+            tower_dim=TOWER_DIM,
+            esmm=False,
+            scene_index=scene,
+            sparse=True,
+        )
+        fit = fit_model(
+            model,
+            (t.cat_tr, t.num_tr, t.y_tr[:, i : i + 1]),
+            (t.cat_va, t.num_va, t.y_va[:, i : i + 1]),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            seed=args.seed,
+            device=torch.device("cpu"),
+            options=TrainOptions(patience=0, checkpoints=False, baselines=False),
+        )
+        seconds += min(h["train_seconds"] for h in fit.history)
+        probs[task] = predict_proba(model, t.cat_va, t.num_va)[task].numpy()
+    return {"samples_per_s": t.cat_tr.shape[0] / seconds, **quality(probs, t)}
+
+
+def rechub_features(t: Tensors, embed_dim: int = 16):
+    from torch_rechub.basic.features import DenseFeature, SparseFeature
+
+    cats = [
+        SparseFeature(f"cat_{name}", vocab_size=card, embed_dim=embed_dim)
+        for name, card in zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True)
+    ]
+    return cats + [DenseFeature(f"num_{name}") for name in t.encoders.spec.numeric]
+
+
+def rechub_x(t: Tensors, cat: torch.Tensor, num: torch.Tensor, index=None) -> dict:
+    names_c = [f"cat_{n}" for n in t.encoders.spec.categorical]
+    names_n = [f"num_{n}" for n in t.encoders.spec.numeric]
+    if index is not None:
+        cat, num = cat[index], num[index]
+    return {**{n: cat[:, i] for i, n in enumerate(names_c)}, **{n: num[:, i] for i, n in enumerate(names_n)}}
+
+
+def rechub_model(kind: str, t: Tensors):
+    from torch_rechub.models.multi_task import MMOE, PLE
+
+    features = rechub_features(t)
+    towers = [{"dims": [TOWER_DIM]} for _ in TASKS]
+    if kind == "mmoe":
+        return MMOE(features, ["classification"] * 3, 4, {"dims": [128, 64]}, towers)
+    return PLE(features, ["classification"] * 3, 2, 1, 2, {"dims": [64]}, towers)
+
+
+@torch.no_grad()
+def rechub_predict(model, t: Tensors, batch: int = 65536) -> dict[str, np.ndarray]:
+    model.eval()
+    outs = [
+        model(rechub_x(t, t.cat_va[i : i + batch], t.num_va[i : i + batch]))
+        for i in range(0, t.cat_va.shape[0], batch)
+    ]
+    p = torch.cat(outs).double().numpy()
+    model.train()
+    return {task: p[:, i] for i, task in enumerate(TASKS)}
+
+
+def best(results: list[dict]) -> dict:
+    return max(results, key=lambda r: r["mean_auc"] if math.isfinite(r["mean_auc"]) else -1)
+
+
+def run_rechub_own(t: Tensors, kind: str, args) -> dict:
+    from torch_rechub.trainers import MTLTrainer
+    from torch_rechub.utils.data import DataGenerator
+
+    torch.manual_seed(args.seed)
+    model = rechub_model(kind, t)
+    x_tr = {k: v.numpy() for k, v in rechub_x(t, t.cat_tr, t.num_tr).items()}
+    x_va = {k: v.numpy() for k, v in rechub_x(t, t.cat_va, t.num_va).items()}
+    loaders = DataGenerator(x_tr, t.y_tr.numpy()).generate_dataloader(
+        x_va, t.y_va.numpy(), x_va, t.y_va.numpy(), batch_size=args.batch_size
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = MTLTrainer(
+            model,
+            ["classification"] * 3,
+            optimizer_params={"lr": args.lr, "weight_decay": 0.0},
+            n_epoch=args.epochs,
+            device="cpu",
+            model_path=tmp,
+        )
+        seconds, per_epoch = [], []
+        for _ in range(args.epochs):
+            with Timer() as timer:
+                trainer.train_one_epoch(loaders[0])
+            seconds.append(timer.seconds)
+            per_epoch.append(quality(rechub_predict(trainer.model, t), t))
+    return {"samples_per_s": t.cat_tr.shape[0] / min(seconds), **best(per_epoch)}
+
+
+def run_rechub_loop(t: Tensors, kind: str, args) -> dict:
+    torch.manual_seed(args.seed)
+    model = rechub_model(kind, t)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    n, seconds, per_epoch = t.cat_tr.shape[0], [], []
+    model.train()
+    for _ in range(args.epochs):
+        with Timer() as timer:
+            perm = torch.randperm(n, generator=gen)
+            for lo in range(0, n, args.batch_size):
+                idx = perm[lo : lo + args.batch_size]
+                p = model(rechub_x(t, t.cat_tr, t.num_tr, idx))
+                loss = F.binary_cross_entropy(p, t.y_tr[idx], reduction="none").mean(0).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        seconds.append(timer.seconds)
+        per_epoch.append(quality(rechub_predict(model, t), t))
+    return {"samples_per_s": n / min(seconds), **best(per_epoch)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=40_000)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--sessions", type=float, default=0.18, help="sessions per user per day")
+    parser.add_argument("--bot-rate", type=float, default=0.001, help="share of click-bot users")
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--lr", type=float, default=0.003)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--no-rechub", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as home, Timer() as timer:
+        samples = simulated_samples(
+            Path(home),
+            LAST_DAY,
+            args.days,
+            SimConfig(
+                n_users=args.users,
+                n_items=args.items,
+                sessions_per_user=args.sessions,
+                bot_rate=args.bot_rate,
+                seed=7,
+            ),
+        )
+        t = to_tensors(samples)
+    print(
+        f"{samples.height:,} exposures ({t.cat_tr.shape[0]:,} train, {t.cat_va.shape[0]:,} validation), "
+        f"vocabularies {dict(zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True))}, "
+        f"positive rates {dict(zip(TASKS, t.y_tr.mean(0).tolist(), strict=True))}; prepared in "
+        f"{timer.seconds:.1f}s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}",
+        flush=True,
+    )
+
+    rows: list[dict] = []
+    pop = popularity_scores(t.train_df, t.valid_df, TASKS)
+    rows.append({"model": "popularity (item rates)", **quality({k: v.to_numpy() for k, v in pop.items()}, t)})
+    truth = {task: t.valid_df.get_column(f"p_{task}").fill_null(0.0).to_numpy() for task in TASKS}
+    rows.append({"model": "truth (simulator p, ceiling)", **quality(truth, t)})
+
+    runs = [
+        ("tandem shared_bottom dense", lambda: run_tandem(t, "shared_bottom", (128, 64), False, False, args)),
+        ("tandem shared_bottom sparse", lambda: run_tandem(t, "shared_bottom", (128, 64), False, True, args)),
+        ("tandem mmoe+esmm dense", lambda: run_tandem(t, "mmoe", (128, 64), True, False, args)),
+        ("tandem mmoe+esmm sparse", lambda: run_tandem(t, "mmoe", (128, 64), True, True, args)),
+        ("tandem ple+esmm sparse", lambda: run_tandem(t, "ple", (128, 64), True, True, args)),
+        ("tandem single-task shared_bottom x3", lambda: run_single_task(t, "shared_bottom", (128, 64), args)),
+        ("tandem single-task mmoe x3", lambda: run_single_task(t, "mmoe", (128, 64), args)),
+        ("tandem mmoe dense", lambda: run_tandem(t, "mmoe", (128, 64), False, False, args)),
+        ("tandem mmoe sparse", lambda: run_tandem(t, "mmoe", (128, 64), False, True, args)),
+        ("tandem ple[64x2] dense", lambda: run_tandem(t, "ple", (64, 64), False, False, args)),
+        ("tandem ple[64x2] sparse", lambda: run_tandem(t, "ple", (64, 64), False, True, args)),
+    ]
+    if not args.no_rechub:
+        runs += [
+            ("rechub MMOE own trainer", lambda: run_rechub_own(t, "mmoe", args)),
+            ("rechub MMOE in tensor loop", lambda: run_rechub_loop(t, "mmoe", args)),
+            ("rechub PLE[64x2] own trainer", lambda: run_rechub_own(t, "ple", args)),
+            ("rechub PLE[64x2] in tensor loop", lambda: run_rechub_loop(t, "ple", args)),
+        ]
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    for name, run in runs:
+        if only and name not in only:
+            continue
+        result = run()
+        rows.append({"model": name, **result})
+        print(
+            f"  {name}: {result['samples_per_s']:,.0f} samples/s, mean AUC {result['mean_auc']:.4f}",
+            flush=True,
+        )
+
+    ref = {
+        kind: next((r["samples_per_s"] for r in rows if r["model"] == f"rechub {kind} own trainer"), None)
+        for kind in ("MMOE", "PLE[64x2]")
+    }
+    for r in rows:
+        name = r["model"].lower()
+        kind = "MMOE" if "mmoe" in name else "PLE[64x2]" if "ple[64x2]" in name else None
+        kind = None if "single-task" in name else kind
+        if "samples_per_s" in r and kind and ref.get(kind):
+            r["x_rechub"] = r["samples_per_s"] / ref[kind]
+    columns = ["model", "samples_per_s", "x_rechub", *(f"auc_{k}" for k in TASKS), "mean_auc"]
+    columns += [f"gauc_{k}" for k in TASKS]
+    print()
+    print(table(rows, columns, markdown=args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

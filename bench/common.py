@@ -1,0 +1,144 @@
+"""Helpers shared by the benchmarks: simulated training samples with the ``samples.parquet`` schema,
+their tensors, and a plain-text / Markdown table printer.
+
+``simulated_samples`` runs :func:`mtl_model.simulate.simulate` into a scratch home and turns the
+landing-zone events into one row per exposure exactly like ``dbt_project/models/marts/interactions.sql``
+(group by session, user, item and scene; labels = any click / cart / purchase; ``exposure_id`` =
+md5(session|user|item|scene)), so the benchmark trains on what the nightly export would hold, plus the
+simulator's true probabilities of each exposure (the AUC ceiling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from mtl_model.config import Settings
+from mtl_model.features import Encoders, FeatureSpec
+from mtl_model.simulate import SimConfig, simulate
+
+TASKS = ("click", "cart", "purchase")
+
+
+def _md5(values: Sequence[str]) -> list[str]:
+    return [hashlib.md5(v.encode()).hexdigest() for v in values]
+
+
+def simulated_samples(home: Path, last_day: date, days: int, config: SimConfig) -> pl.DataFrame:
+    """Exposures of ``days`` simulated days ending at ``last_day``, with the true ``p_*`` of each."""
+    start = last_day - timedelta(days=days - 1)
+    settings = Settings(home=home)
+    simulate(settings, start, days, config)
+    events = pl.read_parquet(settings.landing_dir / "events" / "*" / "*.parquet", hive_partitioning=True)
+    truth = pl.read_parquet(home / "truth" / "exposures" / "*" / "*.parquet", hive_partitioning=False)
+    ds = pl.col("ds").str.to_date() if events.schema["ds"] == pl.String() else pl.col("ds").cast(pl.Date())
+    events = events.with_columns(ds.alias("ds"), pl.col("scene").fill_null("unknown").alias("scene"))
+    keys = ["ds", "session_id", "user_id", "item_id", "scene"]
+    is_type = {t: pl.col("event_type") == t for t in ("impression", *TASKS)}
+    exposures = (
+        events.group_by(keys)
+        .agg(
+            pl.col("event_id")
+            .sort_by("event_time")
+            .filter(is_type["impression"].sort_by("event_time"))
+            .first()
+            .alias("event_id"),
+            pl.col("position").min().alias("position"),
+            pl.col("price").max().alias("price"),
+            pl.col("category_id").min().alias("category_id"),
+            *(is_type[t].any().cast(pl.Int8()).alias(t) for t in TASKS),
+        )
+        .filter(pl.col("event_id").is_not_null())
+        .sort(["ds", "session_id", "position", "item_id"])
+    )
+    key_text = exposures.select(pl.concat_str(["session_id", "user_id", "item_id", "scene"], separator="|"))
+    exposures = exposures.with_columns(pl.Series("exposure_id", _md5(key_text.to_series().to_list())))
+    exposures = exposures.join(truth, on="event_id", how="left", maintain_order="left")
+    return exposures.select(
+        "ds",
+        "exposure_id",
+        "user_id",
+        "item_id",
+        "category_id",
+        "scene",
+        "position",
+        "price",
+        *TASKS,
+        *(f"p_{t}" for t in TASKS),
+    )
+
+
+@dataclass
+class Tensors:
+    """One training set as tensors: the same for every model of a benchmark."""
+
+    encoders: Encoders
+    cat_tr: torch.Tensor
+    num_tr: torch.Tensor
+    y_tr: torch.Tensor
+    cat_va: torch.Tensor
+    num_va: torch.Tensor
+    y_va: torch.Tensor
+    users_va: object  # numpy array of the validation rows' user ids (for GAUC)
+    train_df: pl.DataFrame
+    valid_df: pl.DataFrame
+
+
+def to_tensors(samples: pl.DataFrame, spec: FeatureSpec | None = None) -> Tensors:
+    """Encoders fitted on the days before the last; the last day is the validation day."""
+    last = samples.get_column("ds").max()
+    train_df, valid_df = samples.filter(pl.col("ds") < last), samples.filter(pl.col("ds") == last)
+    encoders = Encoders.fit(train_df, spec or FeatureSpec())
+    cat_tr, num_tr = encoders.encode(train_df)
+    cat_va, num_va = encoders.encode(valid_df)
+
+    def labels(df: pl.DataFrame) -> torch.Tensor:
+        return torch.from_numpy(df.select(pl.col(t).cast(pl.Float32()) for t in TASKS).to_numpy().copy())
+
+    return Tensors(
+        encoders,
+        cat_tr,
+        num_tr,
+        labels(train_df),
+        cat_va,
+        num_va,
+        labels(valid_df),
+        valid_df.get_column("user_id").to_numpy(),
+        train_df,
+        valid_df,
+    )
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def table(rows: list[dict], columns: Sequence[str], markdown: bool = False) -> str:
+    """Rows of dicts as an aligned text table (or a Markdown table)."""
+
+    def fmt(value) -> str:
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4f}"
+        return "" if value is None else str(value)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Reference points for the joint model's validation metrics (written to ``model_metrics``).
+
+* **popularity**: each item's rate of each task over the training days, smoothed towards the global
+  rate with ``prior_strength`` pseudo-exposures: ``(positives_i + m · rate) / (exposures_i + m)``;
+  items not in the training days get the global rate. For purchase this is the unconditional
+  (CTCVR-like) rate per exposure, which is what the joint model publishes as ``p_purchase``.
+* **single_task**: the same architecture and capacity trained on one task alone (in :mod:`train`).
+* **truth** (simulated data only): the simulator's true per-exposure probabilities, the best AUC any
+  model can reach on that day (a ceiling, not a model). The samples carry ``exposure_id`` =
+  md5(session_id|user_id|item_id|scene) (see ``dbt_project/models/marts/interactions.sql``) while the
+  truth is keyed by the impression's ``event_id``; the join goes through the landing-zone events of
+  the day, recomputing ``exposure_id`` with DuckDB's ``md5`` exactly as dbt does. When the truth,
+  the events or ``exposure_id`` is missing, or fewer than ``TRUTH_MIN_COVERAGE`` of the validation
+  rows match, the ceiling is skipped (logged), never guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+POPULARITY_PRIOR_STRENGTH = 20.0
+TRUTH_MIN_COVERAGE = 0.99
+TRUTH_COLUMNS = {"click": "p_click", "cart": "p_cart", "purchase": "p_purchase"}
+
+
+def popularity_scores(
+    train_df: pl.DataFrame,
+    valid_df: pl.DataFrame,
+    tasks: tuple[str, ...],
+    prior_strength: float = POPULARITY_PRIOR_STRENGTH,
+) -> dict[str, pl.Series]:
+    """Smoothed item rate of each task from ``train_df``, looked up for every row of ``valid_df``."""
+    labels = [pl.col(t).fill_null(0).clip(0, 1).cast(pl.Float64()) for t in tasks]
+    overall = train_df.select(lab.mean().alias(t) for lab, t in zip(labels, tasks, strict=True)).row(0)
+    rate = {t: float(v) if v is not None else 0.0 for t, v in zip(tasks, overall, strict=True)}
+    per_item = train_df.group_by("item_id").agg(
+        pl.len().alias("_n"), *(lab.sum().alias(f"_pos_{t}") for lab, t in zip(labels, tasks, strict=True))
+    )
+    smoothed = per_item.select(
+        "item_id",
+        *(
+            ((pl.col(f"_pos_{t}") + prior_strength * rate[t]) / (pl.col("_n") + prior_strength)).alias(t)
+            for t in tasks
+        ),
+    )
+    joined = valid_df.select("item_id").join(smoothed, on="item_id", how="left", maintain_order="left")
+    return {t: joined.get_column(t).fill_null(rate[t]) for t in tasks}
+
+
+def truth_probabilities(
+    landing_events: str, truth_file: str, valid_df: pl.DataFrame, tasks: tuple[str, ...]
+) -> dict[str, pl.Series] | None:
+    """True probabilities per validation row (in ``valid_df`` order), or None when they cannot be joined.
+
+    ``landing_events``: a Parquet glob of the day's landing events; ``truth_file``: the simulator's
+    ``truth/exposures/ds=D/part-0.parquet``.
+    """
+    wanted = {t: TRUTH_COLUMNS[t] for t in tasks if t in TRUTH_COLUMNS}
+    if "exposure_id" not in valid_df.columns or not wanted:
+        log.info("truth ceiling skipped: samples have no exposure_id or no task with a true probability")
+        return None
+    import duckdb  # only here: the trainer never needs DuckDB otherwise
+
+    landing_events, truth_file = (p.replace("'", "''") for p in (landing_events, truth_file))
+    with duckdb.connect() as con:
+        truth_cols = con.sql(f"select * from read_parquet('{truth_file}') limit 0").columns
+        present = {t: c for t, c in wanted.items() if c in truth_cols}
+        if not present:
+            return None
+        select = ", ".join(f"arg_min(t.{c}, e.event_time) as {c}" for c in present.values())
+        truth = con.sql(
+            f"""
+            select md5(concat_ws('|', e.session_id, e.user_id, e.item_id, coalesce(e.scene, 'unknown')))
+                       as exposure_id,
+                   {select}
+            from read_parquet('{landing_events}') as e
+            join read_parquet('{truth_file}') as t using (event_id)
+            where e.event_type = 'impression'
+            group by all
+            """
+        ).pl()
+    joined = valid_df.select("exposure_id").join(truth, on="exposure_id", how="left", maintain_order="left")
+    coverage = 1.0 - joined.get_column(next(iter(present.values()))).null_count() / max(joined.height, 1)
+    if coverage < TRUTH_MIN_COVERAGE:
+        log.info("truth ceiling skipped: only %.1f%% of the validation rows matched", 100 * coverage)
+        return None
+    return {t: joined.get_column(c).fill_null(joined.get_column(c).mean()) for t, c in present.items()}
+
+
+def truth_paths(home, landing_dir, ds: date) -> tuple[str, str] | None:
+    """(landing events glob, truth file) of day ``ds`` when both exist, else None."""
+    truth_file = home / "truth" / "exposures" / f"ds={ds}" / "part-0.parquet"
+    events_dir = landing_dir / "events" / f"ds={ds}"
+    if not truth_file.exists() or not events_dir.is_dir() or not any(events_dir.glob("*.parquet")):
+        return None
+    return str(events_dir / "*.parquet"), str(truth_file)
