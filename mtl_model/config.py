@@ -52,12 +52,34 @@ class Settings:
     learning_rate: float = 0.003
     device: str = "auto"  # auto | cpu | cuda
     promote_tolerance: float = 0.01  # new model may be this much worse in mean AUC and still promote
+    esmm: str = "auto"  # auto (on for mmoe / ple) | true | false: pCTCVR = pCTR × pCVR over all exposures
+    scene_towers: bool = False  # a tower per scene (home, search) on top of the shared one
+    n_experts: int = 4  # MMoE experts
+    ple_levels: int = 2  # PLE extraction levels
+    ple_task_experts: int = 1  # PLE experts per task and level
+    ple_shared_experts: int = 2  # PLE shared experts per level
+    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm
+    task_weights: tuple[float, ...] = ()  # fixed weights, in task order (empty: all 1)
+    gradnorm_alpha: float = 1.5
+    class_balance: str = "none"  # none (calibrated probabilities) | pos_weight | focal
+    focal_gamma: float = 2.0
+    sparse_embeddings: bool = True  # sparse embedding gradients + a row-sparse Adam
+    max_vocab: int = 0  # 0: no cap; else ids beyond the cap are hashed into hash_buckets
+    hash_buckets: int = 4096
+    patience: int = 2  # early stopping on the validation day
+    checkpoints: bool = True  # a checkpoint each epoch; a crashed run resumes from it
+    checkpoint_dir: Path | None = None  # default models_dir/.checkpoints
+    bf16: bool = True  # autocast on CUDA only
+    baselines: bool = True  # popularity and single-task baselines into model_metrics each night
+    threads: int = 0  # torch threads; 0 leaves torch's default (1 is faster on a busy shared machine)
 
     # Outputs
     top_k: int = 10
     candidates_per_scene: int = 200
-    fusion_click_weight: float = 1.0  # score = p_click^a * p_purchase^b
+    fusion_click_weight: float = 1.0  # score = p_click^a * p_purchase^b * price^c
     fusion_purchase_weight: float = 1.0
+    fusion_price_weight: float = 0.0  # c = 1 (with a = b = 1): rank by expected revenue
+    max_per_category: int = 3  # at most this many items of one category in a user's top K (0: no cap)
     anomaly_top_n: int = 50
 
     # Airflow
@@ -106,14 +128,20 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
-            env[f"TANDEM_{f.name.upper()}"] = str(value)
+            env[f"TANDEM_{f.name.upper()}"] = "" if value is None else str(value)
         return env
 
 
 def _coerce(raw: str, annotation: str) -> Any:
     if "tuple" in annotation:
         parts = [p.strip() for p in raw.split(",") if p.strip()]
+        if "float" in annotation:
+            return tuple(float(p) for p in parts)
         return tuple(int(p) for p in parts) if "int" in annotation else tuple(parts)
+    if annotation == "bool":
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"not a boolean: {raw!r}")
+        return raw.lower() in ("1", "true", "yes")
     if "Path" in annotation:
         return Path(raw)
     if "int" in annotation and "float" not in annotation:

@@ -1,9 +1,12 @@
 """Scoring: candidates of day ``ds`` → current joint model → fused score → top-K items per user.
 
-The fused score is ``p_click ** a * p_purchase ** b`` (``a``/``b`` = ``fusion_click_weight`` /
-``fusion_purchase_weight``); a factor whose task the model lacks counts as 1, and a model with
-neither click nor purchase ranks by the product of its task probabilities. A (user, item) pair
-offered in several scenes keeps its best-scoring row. Ties are broken by ``item_id`` then ``scene``.
+The fused score is ``p_click ** a * p_purchase ** b * price ** c`` (``a``, ``b``, ``c`` =
+``fusion_click_weight``, ``fusion_purchase_weight``, ``fusion_price_weight``; with a = b = c = 1 it is
+the expected revenue of showing the item, with c = 0, the default, the chance of a click that ends in
+a purchase). A factor whose task the model lacks counts as 1, and a model with neither click nor
+purchase ranks by the product of its task probabilities. A (user, item) pair offered in several
+scenes keeps its best-scoring row; at most ``max_per_category`` items of one category enter a user's
+top K (0: no cap). Ties are broken by ``item_id`` then ``scene``.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ RECOMMENDATIONS_SCHEMA = {
 PROB_TASKS = ("click", "cart", "purchase")
 
 
-def fused_score(tasks: tuple[str, ...], click_weight: float, purchase_weight: float) -> pl.Expr:
-    """Polars expression for the fused score over the ``p_<task>`` columns."""
+def fused_score(
+    tasks: tuple[str, ...], click_weight: float, purchase_weight: float, price_weight: float = 0.0
+) -> pl.Expr:
+    """Polars expression for the fused score over the ``p_<task>`` columns (and ``price``)."""
     factors = []
     if "click" in tasks:
         factors.append(pl.col("p_click").pow(click_weight))
@@ -48,22 +53,27 @@ def fused_score(tasks: tuple[str, ...], click_weight: float, purchase_weight: fl
         factors.append(pl.col("p_purchase").pow(purchase_weight))
     if not factors:
         factors = [pl.col(f"p_{t}") for t in tasks if t in PROB_TASKS] or [pl.lit(1.0)]
+    if price_weight:
+        factors.append(pl.col("price").fill_null(0.0).clip(lower_bound=0.0).pow(price_weight))
     expr = factors[0]
     for factor in factors[1:]:
         expr = expr * factor
     return expr.cast(pl.Float64())
 
 
-def top_k(scored: pl.DataFrame, k: int) -> pl.DataFrame:
-    """Best ``k`` distinct items per user by descending score (ties: item_id, scene), with ``rank`` 1..k."""
-    return (
-        scored.sort(
-            ["user_id", "score", "item_id", "scene"], descending=[False, True, False, False], nulls_last=True
-        )
-        .unique(subset=["user_id", "item_id"], keep="first", maintain_order=True)
-        .with_columns((pl.int_range(pl.len()).over("user_id") + 1).cast(pl.Int32()).alias("rank"))
-        .filter(pl.col("rank") <= k)
-    )
+def top_k(scored: pl.DataFrame, k: int, max_per_category: int = 0) -> pl.DataFrame:
+    """Best ``k`` distinct items per user by descending score (ties: item_id, scene), with ``rank`` 1..k,
+    at most ``max_per_category`` of one ``category_id`` per user when that is > 0 (null categories
+    are not capped)."""
+    best = scored.sort(
+        ["user_id", "score", "item_id", "scene"], descending=[False, True, False, False], nulls_last=True
+    ).unique(subset=["user_id", "item_id"], keep="first", maintain_order=True)
+    if max_per_category > 0 and "category_id" in best.columns:
+        in_category = pl.int_range(pl.len()).over(["user_id", "category_id"]) + 1
+        best = best.filter((in_category <= max_per_category) | pl.col("category_id").is_null())
+    return best.with_columns(
+        (pl.int_range(pl.len()).over("user_id") + 1).cast(pl.Int32()).alias("rank")
+    ).filter(pl.col("rank") <= k)
 
 
 def score(settings: Settings, ds: date | str) -> Path:
@@ -86,18 +96,22 @@ def score(settings: Settings, ds: date | str) -> Path:
     probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
 
     scene = pl.col("scene").cast(pl.String()) if "scene" in candidates.columns else pl.lit(None, pl.String())
+    extra = [pl.col(c) for c in ("category_id", "price") if c in candidates.columns]
     scored = candidates.select(
-        pl.col("user_id").cast(pl.String()), pl.col("item_id").cast(pl.String()), scene.alias("scene")
+        pl.col("user_id").cast(pl.String()), pl.col("item_id").cast(pl.String()), scene.alias("scene"), *extra
     ).with_columns(
         pl.Series(f"p_{t}", probs[t].numpy(), dtype=pl.Float64())
         if t in tasks
         else pl.lit(None, pl.Float64()).alias(f"p_{t}")
         for t in PROB_TASKS
     )
+    price_weight = settings.fusion_price_weight if "price" in scored.columns else 0.0
     scored = scored.with_columns(
-        fused_score(tasks, settings.fusion_click_weight, settings.fusion_purchase_weight).alias("score")
+        fused_score(tasks, settings.fusion_click_weight, settings.fusion_purchase_weight, price_weight).alias(
+            "score"
+        )
     )
-    recs = top_k(scored, settings.top_k).with_columns(
+    recs = top_k(scored, settings.top_k, settings.max_per_category).with_columns(
         pl.lit(ds, pl.Date()).alias("ds"), pl.lit(version, pl.String()).alias("model_version")
     )
     recs = recs.select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()]).sort(

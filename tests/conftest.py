@@ -59,7 +59,7 @@ def built_home(built_once: Path, tmp_path: Path) -> Path:
 
 def tandem_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TANDEM_", "AIRFLOW"))}
-    env.update(Settings(home=home, task_retries=0, epochs=2, batch_size=256).as_env())
+    env.update(Settings(home=home, task_retries=0, epochs=2, batch_size=256, threads=1).as_env())
     env.update({"DO_NOT_TRACK": "1", "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False", **extra})
     return env
 

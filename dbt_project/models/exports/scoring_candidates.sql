@@ -126,7 +126,7 @@ pairs as (
         c.user_id,
         c.item_id,
         s.category_id,
-        arg_min(c.scene, c.source_rank) as scene,
+        arg_min(c.scene, (c.source_rank, c.scene)) as scene,  -- ties broken by name: deterministic
         cast(null as integer) as position,
         s.price,
         -- which sources offered the pair: 1 popular, 2 affinity, 4 covisit, 8 recent (bit_or is
