@@ -90,15 +90,7 @@ def main() -> None:
     print(f"Tandem demo: home {settings.home}")
     summary = simulate(settings, start, days, SimConfig(n_users=users, n_items=items, seed=settings.seed))
     print(main_summary_line(summary))
-    for i in range(backfill_days):
-        ds = end - timedelta(days=backfill_days - 1 - i)
-        t0 = time.perf_counter()
-        print(
-            f"nightly run for ds={ds} (Airflow dag.test: dbt → checks → train → score → publish) ...",
-            flush=True,
-        )
-        log = run_logged(settings, ds)
-        print(f"  ds={ds} done in {time.perf_counter() - t0:.0f}s (Airflow and dbt log: {log})")
+    run_backfill(settings, end, backfill_days)
     print_summary(settings, end)
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Tables: {settings.published_dir}")
 

@@ -13,6 +13,9 @@ import polars as pl
 import pytest
 
 from mtl_model.config import DBT_PROJECT_DIR, Settings
+
+# the landing-zone contract (DESIGN.md), defined once, in the adapters' module
+from mtl_model.ingest import EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from mtl_model.simulate import SimConfig, SimSummary, events_csv_path, main_summary_line, simulate
 
 START = date(2024, 3, 1)
@@ -21,29 +24,7 @@ TINY = SimConfig(n_users=200, n_items=100, n_categories=10, bot_rate=0.02, seed=
 # big enough for rates and effects (one day, ~36k impressions), still well under a second
 MEDIUM = SimConfig(n_users=3000, n_items=400, seed=11)
 
-EVENTS_SCHEMA = {
-    "event_id": pl.String,
-    "event_time": pl.Datetime("us", "UTC"),
-    "user_id": pl.String,
-    "item_id": pl.String,
-    "event_type": pl.String,
-    "scene": pl.String,
-    "query": pl.String,
-    "position": pl.Int32,
-    "session_id": pl.String,
-    "price": pl.Float64,
-    "category_id": pl.String,
-}
-ITEMS_SCHEMA = {
-    "item_id": pl.String,
-    "category_id": pl.String,
-    "category_path": pl.String,
-    "brand": pl.String,
-    "price": pl.Float64,
-    "title": pl.String,
-    "in_stock": pl.Boolean,
-}
-USERS_SCHEMA = {"user_id": pl.String, "signup_date": pl.Date, "region": pl.String, "device": pl.String}
+
 EXPOSURES_SCHEMA = {
     "event_id": pl.String,
     "p_click": pl.Float64,
