@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCE ?= simulator
+IMPORTS := import torch, airflow, cosmos, duckdb, polars, great_expectations, mtl_model
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export DO_NOT_TRACK := 1
 
@@ -14,8 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "installing into $(VENV) (about 2 minutes the first time)"
 	@$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	@$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "import torch, airflow, cosmos, duckdb, polars, great_expectations, mtl_model" \
-		|| (echo "install failed" >&2; exit 1)
+	@$(PY) -c "$(IMPORTS)" >/dev/null 2>&1 || $(PY) -c "$(IMPORTS)" || (echo "install failed" >&2; exit 1)
 	@touch $@
 
 venv: $(VENV)/.installed
