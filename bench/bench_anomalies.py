@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import polars as pl
 
 from mtl_model.anomalies import detect_day, evaluate
-from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.config import Settings
+from mtl_model.dbt import dbt_command
 from mtl_model.simulate import SimConfig, simulate
 from mtl_model.warehouse import export_day
 
@@ -47,28 +47,9 @@ def main() -> None:
     last = start + timedelta(days=args.days - 1)
     simulate(settings, start, args.days, config)
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--quiet",
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(home / "t"),
-            "--log-path",
-            str(home / "l"),
-            "--vars",
-            f"{{run_date: '{last}'}}",
-            "--exclude",
-            "resource_type:test",
-            "resource_type:unit_test",
-        ],
-        env=env,
-        check=True,
-    )
+    build = ["build", "--quiet", "--vars", f"{{run_date: '{last}'}}"]
+    build += ["--exclude", "resource_type:test", "resource_type:unit_test"]
+    subprocess.run(dbt_command(*build, target=home / "t"), env=env, check=True)
     export_day(settings, last)
     flagged = pl.read_parquet(detect_day(settings, last))
     truth = pl.read_parquet(home / "truth" / "anomalies.parquet").with_columns(pl.col("ds").cast(pl.Date))

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import duckdb
 
-from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.config import Settings
+from mtl_model.dbt import dbt_command
 from mtl_model.simulate import SimConfig, simulate
 from mtl_model.warehouse import export_day
 
@@ -32,25 +32,8 @@ EVENTS_PER_USER_DAY = 14.0  # what the default simulator yields per user and day
 def dbt_build(settings: Settings, ds: date, target: Path) -> float:
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
     started = time.perf_counter()
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(target / "logs"),
-            "--vars",
-            f"{{run_date: '{ds}'}}",
-            "--quiet",
-        ],
-        env=env,
-        check=True,
-    )
+    command = dbt_command("build", "--vars", f"{{run_date: '{ds}'}}", "--quiet", target=target)
+    subprocess.run(command, env=env, check=True)
     return time.perf_counter() - started
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.config import Settings
+from mtl_model.dbt import dbt_command
 from mtl_model.simulate import SimConfig, simulate
 
 START = date(2026, 3, 1)
@@ -19,7 +20,6 @@ DAYS = 5
 LAST = date(2026, 3, 5)
 BUILT_DS = date(2026, 3, 4)  # the day `built_once` is built for (first build: every day up to it)
 TINY = SimConfig(n_users=150, n_items=80, seed=7, bot_rate=0.02)
-DBT = str(Path(sys.executable).parent / "dbt")
 
 
 @pytest.fixture(scope="session")
@@ -66,27 +66,8 @@ def tandem_env(home: Path, **extra: str) -> dict[str, str]:
 
 def dbt_build(home: Path, ds: date, *args: str) -> subprocess.CompletedProcess:
     """`dbt build --vars run_date` on the real project, against the home's warehouse."""
-    return subprocess.run(
-        [
-            DBT,
-            "build",
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(home / "dbt_target"),
-            "--log-path",
-            str(home / "dbt_logs"),
-            "--vars",
-            f"{{run_date: '{ds}'}}",
-            *args,
-        ],
-        env=tandem_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = dbt_command("build", "--vars", f"{{run_date: '{ds}'}}", *args, target=home / "dbt_target")
+    return subprocess.run(command, env=tandem_env(home), capture_output=True, text=True, timeout=300)
 
 
 def tandem_cli(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

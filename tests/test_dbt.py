@@ -106,31 +106,12 @@ def test_bad_rows_are_quarantined_with_a_reason_and_nothing_is_lost(home: Path) 
 
 def test_run_date_is_required(home: Path) -> None:
     import subprocess
-    import sys
 
-    from mtl_model.config import DBT_PROJECT_DIR
+    from mtl_model.dbt import dbt_command
     from tests.conftest import tandem_env
 
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dbt"),
-            "build",
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(home / "t"),
-            "--log-path",
-            str(home / "l"),
-            "--select",
-            "stg_events",
-        ],
-        env=tandem_env(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = dbt_command("build", "--select", "stg_events", target=home / "t")
+    out = subprocess.run(command, env=tandem_env(home), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "run_date" in out.stdout
 
