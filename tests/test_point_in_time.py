@@ -11,7 +11,7 @@ import polars as pl
 
 from tests.conftest import START, dbt_build
 
-FEATURE_TABLES = ("user_features", "item_features", "user_category_features")
+FEATURE_TABLES = ("user_features", "item_features", "user_category_features", "query_category_features")
 DAY_TABLES = ("stg_events", "stg_events_quarantine", "interactions", "user_day_stats", *FEATURE_TABLES)
 
 
@@ -73,6 +73,30 @@ def test_training_samples_use_features_of_the_previous_day(built_once: Path) -> 
     # a clicked exposure's own click is in the same-day features but must not be in the sample's
     assert same_day_equal[0] < same_day_equal[1]
     assert first_day_nulls  # no history before the first day: nothing invented
+
+
+def test_search_samples_carry_query_category_features_of_the_previous_day(built_once: Path) -> None:
+    with duckdb.connect(str(built_once / "warehouse.duckdb"), read_only=True) as con:
+        by_scene = dict(
+            con.execute(
+                "select scene, count(f_qc_ctr_30d) from training_samples where ds > ? group by scene",
+                [START],
+            ).fetchall()
+        )
+        mismatches, joined = con.execute(
+            """
+            select count(*) filter (where s.f_qc_ctr_30d is distinct from q.f_qc_ctr_30d
+                                       or s.f_qc_click_share_30d is distinct from q.f_qc_click_share_30d),
+                   count(q.ds)
+            from training_samples as s
+            join interactions as x using (exposure_id)
+            left join query_category_features as q
+                on q.query = x.query and q.category_id = s.category_id and q.ds = s.ds - 1
+            where s.scene = 'search'
+            """
+        ).fetchall()[0]
+    assert by_scene["search"] > 0 and by_scene["home"] == 0  # home-feed rows answer no query
+    assert joined > 0 and mismatches == 0
 
 
 def test_backfill_in_one_build_equals_nightly_runs(home: Path, tmp_path_factory) -> None:

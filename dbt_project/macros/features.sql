@@ -14,14 +14,15 @@
 {%- endmacro %}
 
 {#- Left joins of the point-in-time features as of `as_of` onto exposures / candidates aliased `x`
-    (columns user_id, item_id, category_id). Used by training_samples (as of the day before each
+    (columns user_id, item_id, category_id, query). Used by training_samples (as of the day before each
     exposure) and scoring_candidates (as of the run date). `first_day`..`last_day` bound the as-of
     days that can match, so each join builds only those days (the feature tables hold every day). -#}
 {% macro feature_joins(as_of, first_day, last_day) -%}
 {%- for relation, alias, keys in [
       ('user_features', 'uf', ['user_id']),
       ('item_features', 'itf', ['item_id']),
-      ('user_category_features', 'ucf', ['user_id', 'category_id'])] %}
+      ('user_category_features', 'ucf', ['user_id', 'category_id']),
+      ('query_category_features', 'qcf', ['query', 'category_id'])] %}
 left join (
     select * from {{ ref(relation) }} where ds between {{ first_day }} and {{ last_day }}
 ) as {{ alias }}
@@ -32,6 +33,6 @@ left join (
 {#- The feature columns the model reads (all numeric, prefixed f_), plus the price relative to the
     user's usual price level. -#}
 {% macro feature_columns() -%}
-    columns('^f_(u|i|uc)_'),
+    columns('^f_(u|i|uc|qc)_'),
     x.price / nullif(uf.f_u_avg_clicked_price_30d, 0) as f_x_price_vs_user_level
 {%- endmacro %}

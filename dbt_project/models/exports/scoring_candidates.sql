@@ -128,6 +128,7 @@ pairs as (
         s.category_id,
         arg_min(c.scene, (c.source_rank, c.scene)) as scene,  -- ties broken by name: deterministic
         cast(null as integer) as position,
+        cast(null as varchar) as query,  -- recommendations answer no search query
         s.price,
         -- which sources offered the pair: 1 popular, 2 affinity, 4 covisit, 8 recent (bit_or is
         -- far cheaper than a string aggregate over millions of pairs)
