@@ -76,13 +76,13 @@ def tandem_nightly() -> None:
     exported = task(nightly.export, task_id="export", **warehouse)(ds)
     trained = task(nightly.train, task_id="train", queue=settings.train_queue)(ds)
     scored = task(nightly.score, task_id="score", queue=settings.train_queue)(ds)
-    flagged = task(nightly.anomalies, task_id="anomalies")(ds)
+    flagged = task(nightly.anomalies, task_id="anomalies", queue=settings.train_queue)(ds)
     published = task(nightly.publish, task_id="publish", **warehouse)(ds)
     reported = task(nightly.report, task_id="report")(ds)
 
     ds >> dbt >> checked >> exported
     exported >> trained >> scored >> published
-    exported >> flagged >> published
+    trained >> flagged >> published  # anomalies score the day with the model train just promoted (or kept)
     published >> reported
 
 

@@ -1,29 +1,85 @@
-"""Anomalous users and items of a day, from behaviour features, with human-readable reasons.
+"""Anomalous users and items of a day: behaviour features and the joint model's surprise, one score with
+human-readable reasons (detector ``joint-model-z-v1``).
 
-Users: robust z-scores (median / MAD across the day's active users) of volume, click rate, clicks
-with nothing bought, click-timing regularity (bots click like clockwork), purchases, and spend of new
-accounts (fraud). Items: binomial z-scores of the day's clicks against the item's own trailing 7-day
-CTR, up (click spam) and down (broken tracking: many exposures, no clicks), and a robust z of how many
-clicks came from its single most active user. A score is the sum of the z-scores above
-``Z_THRESHOLD``, each capped at ``Z_CAP``; each of them becomes a reason. Reads
-``exports/ds=D/{user,item}_activity.parquet`` and writes ``outputs/ds=D/anomalies.parquet`` (rank
-within entity type).
+Two views of the day:
+
+* **Behaviour** (as in ``robust-z-v3``). Users: robust z-scores (median / MAD across the day's active
+  users) of volume, click rate, clicks with nothing bought, click-timing regularity (bots click like
+  clockwork), purchases, and spend of new accounts (fraud). Items: binomial z-scores of the day's
+  clicks against the item's own trailing 7-day CTR, up (click spam) and down (broken tracking: many
+  exposures, no clicks), and a robust z of how many clicks came from its single most active user.
+* **The joint model.** The night's export holds every exposure of ``ds`` with its labels (the
+  validation day of training). The current promoted model (``registry.load_current``, after tonight's
+  ``train``) gives each exposure its probability ``p`` of every task. Per user and item and per task,
+  the observed count ``n = Σ y`` is compared with what the model expected, ``λ = Σ p``: the z is the
+  probit of the mid-p tail probability of ``n`` under the model (:func:`count_z`), signed (+ more
+  than expected, − fewer). It is a proper z under the model: for labels drawn from the model's own
+  probabilities it has mean ≈ 0 and |z| > 3 as rarely as a standard normal, also for the small
+  counts of carts and purchases (its sd is 0.8-1: a discrete count is never overstated). No model
+  was trained on ``ds``: it is tonight's validation day, and a model kept from an earlier night
+  never saw it. Reason: "more purchases than the model expected: 8 in 9 exposures, 0.4 expected
+  (z=5.7)".
+
+Why not the surprisal z ``(S − E) / sqrt(V)`` (``S = Σ −log p(y)``, ``E = Σ H(p)``,
+``V = Σ p(1−p) logit(p)²``)? ``S − E = −Σ (y − p)·logit(p)``: it is the score test of a change in the
+model's *sharpness* (the logit scaled by a temperature), while bots, fraud, spam and broken tracking
+shift an entity's *rate* (its logit offset), whose score test is the count residual ``Σ (y − p)`` used
+here. On the simulated benchmark (``bench/bench_anomalies.py``, last table) the surprisal z reaches
+|z| > 3 for 1 broken-tracking item of 10 (a deficit of rare clicks is not "surprising" exposure by
+exposure), the count z for 9; and both normal approximations put about 5% of ordinary users and
+items beyond |z| > 3 (one event where ``p = 0.001`` gives z ≈ 30), the Poisson tail 0.2-0.4%.
+
+Combination into one score, each part a reason (every reason is listed):
+
+* a behaviour z above ``Z_THRESHOLD`` adds itself, capped at ``Z_CAP`` (several independent reasons
+  outrank one huge one; ``robust-z-v3`` capped the items' only);
+* a model z counts when the count is improbable (``|z| > Z_THRESHOLD``) *and* off by at least a factor
+  ``MODEL_RATIO`` (the model is not perfect: on thousands of exposures a 20% calibration error is
+  improbable too). It adds ``min(|z|, Z_CAP)`` minus what the behaviour features measuring the same
+  count already added (``USER_TASK_COUNTS`` / ``ITEM_TASK_COUNTS``): two views of one count are one
+  piece of evidence, the larger counts;
+* a behaviour reason measuring a count the model predicts (users: clicks, clicks without purchase,
+  purchases; items: CTR up or down) is *explained* and dropped when the model knows the entity (its own
+  embedding: seen in training) and did not find that count surprising. A heavy user who clicks as
+  much as the model expected of them, on what they were shown, is not anomalous. Entities new to the
+  model (fresh accounts) keep every behaviour reason. The model learns whatever persists in its
+  training window (a bot active all week): a user whose click rate is extreme among the day's users
+  (its behaviour z above the threshold) is therefore never explained by the model.
+
+Without a usable model (none promoted yet, unreadable files, no samples export) the detector falls back
+to behaviour only and says so: ``model_version`` is ``joint-model-z-v1+no-model`` instead of
+``joint-model-z-v1+<model version>``. Reads ``exports/ds=D/{user,item}_activity.parquet`` and
+``samples.parquet``; writes ``outputs/ds=D/anomalies.parquet`` (rank within entity type).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import torch
+from torch import nn
 
 from mtl_model.config import Settings
+from mtl_model.features import Encoders
 
-DETECTOR_VERSION = "robust-z-v3"
+log = logging.getLogger(__name__)
+
+DETECTOR_VERSION = "joint-model-z-v1"
+NO_MODEL = "no-model"
 Z_THRESHOLD = 3.0
 Z_CAP = 10.0  # one reason adds at most this much: several independent reasons outrank one huge one
+# the model is not perfect: on thousands of exposures a 20% calibration error is "improbable"; a model
+# reason also needs the count at least this many times above (or below) what the model expected
+MODEL_RATIO = 2.0
 NEW_ACCOUNT_DAYS = 30
+_TINY = 1e-300  # tail probabilities are floored here, so |z| <= ~37 instead of inf
 
 # feature name → polars expression over user_day_activity; large values are suspicious
 USER_FEATURES: dict[str, pl.Expr] = {
@@ -43,6 +99,9 @@ USER_FEATURES: dict[str, pl.Expr] = {
     .otherwise(0.0)
     .cast(pl.Float64),
 }
+# behaviour feature → the model task whose count it measures (see _combine and _counts)
+USER_TASK_COUNTS = {"clicks": "click", "clicks_without_purchase": "click", "purchases": "purchase"}
+ITEM_TASK_COUNTS = {"ctr_jump": "click", "ctr_drop": "click"}
 
 OUTPUT_SCHEMA = {
     "ds": pl.Date,
@@ -55,6 +114,119 @@ OUTPUT_SCHEMA = {
 }
 
 
+def detector_version(model_version: str | None) -> str:
+    """The ``model_version`` column: ``<detector>+<joint model version>``, or ``<detector>+no-model``."""
+    return f"{DETECTOR_VERSION}+{model_version or NO_MODEL}"
+
+
+# ---------------------------------------------------------------- the model's view
+
+
+def count_z(observed: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Signed z of counts against their expectation under the model (vectorised, float64).
+
+    ``observed[i] = Σ y`` and ``expected[i] = λ = Σ p`` over an entity's exposures. The count of a sum of
+    Bernoulli trials is approximated by Poisson(λ) (Le Cam: close when the ``p`` are small, as for
+    carts and purchases; a sum of Bernoullis is less dispersed than the Poisson of the same mean, so
+    large ``p`` make ``|z|`` conservative). z is the probit of the mid-p tail probability,
+    ``P(N > n) + ½ P(N = n)``: positive when more happened than expected, negative when fewer; mean ≈ 0
+    and sd at most 1 under the model. Poisson tails are regularised incomplete gamma functions:
+    ``P(N >= k) = gammainc(k, λ)`` and ``P(N <= k) = gammaincc(k + 1, λ)``.
+    """
+    n = observed.to(torch.float64)
+    lam = expected.to(torch.float64).clamp(min=1e-12)
+    ge_n = torch.where(n > 0, torch.special.gammainc(n.clamp(min=1.0), lam), torch.ones_like(lam))
+    gt_n = torch.special.gammainc(n + 1.0, lam)
+    le_n = torch.special.gammaincc(n + 1.0, lam)
+    lt_n = torch.where(n > 0, torch.special.gammaincc(n.clamp(min=1.0), lam), torch.zeros_like(lam))
+    upper = 0.5 * (ge_n + gt_n)  # mid-p upper tail; the lower one is 1 - upper, computed without loss
+    lower = 0.5 * (le_n + lt_n)
+    return torch.where(
+        upper < lower,
+        -torch.special.ndtri(upper.clamp(min=_TINY)),
+        torch.special.ndtri(lower.clamp(min=_TINY)),
+    )
+
+
+def exposure_probabilities(model: nn.Module, encoders: Encoders, exposures: pl.DataFrame) -> pl.DataFrame:
+    """Per exposure: ``user_id``, ``item_id``, and per task of the model ``y_<task>`` (observed, 0/1) and
+    ``p_<task>`` (the model's probability). Under ESMM a post-click task's label is click ∧ label, the
+    event the model's (unconditional) probability is about, as in training."""
+    from mtl_model.models import predict_proba
+    from mtl_model.train import esmm_targets
+
+    tasks = tuple(t for t in model.tasks if t in exposures.columns)
+    cat, num = encoders.encode(exposures)
+    probs = predict_proba(model, cat, num)
+    labels = exposures.select(pl.col(t).fill_null(0).clip(0, 1).cast(pl.Float32) for t in tasks).to_numpy()
+    labels = np.require(labels, dtype=np.float32, requirements=["C", "W"]).reshape(len(exposures), len(tasks))
+    y = esmm_targets(torch.from_numpy(labels), tasks, getattr(model, "esmm", False))
+    return exposures.select(
+        pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)
+    ).with_columns(
+        *[pl.Series(f"y_{t}", y[:, i].numpy()).cast(pl.Int64) for i, t in enumerate(tasks)],
+        *[pl.Series(f"p_{t}", probs[t].numpy()) for t in tasks],
+    )
+
+
+def entity_evidence(scored: pl.DataFrame, key: str, known: Collection[str] = ()) -> pl.DataFrame:
+    """Per entity (``key``: user_id or item_id) of :func:`exposure_probabilities`' rows: ``exposures``,
+    per task ``n_<task>`` (observed), ``expected_<task>`` (``Σ p``) and ``mz_<task>`` (:func:`count_z`),
+    and ``known`` (the entity is in ``known``, i.e. the model has its own embedding for it).
+
+    Sums run in row order per entity (``np.bincount``), so a rerun gives the same floats."""
+    tasks = [c.removeprefix("p_") for c in scored.columns if c.startswith("p_")]
+    scored = scored.filter(pl.col(key).is_not_null())
+    codes = scored.select(pl.col(key).rank("dense").cast(pl.Int64) - 1).to_series().to_numpy()
+    ids = scored.get_column(key).unique().sort()
+    columns: dict[str, object] = {"entity_id": ids, "exposures": np.bincount(codes, minlength=len(ids))}
+    for t in tasks:
+        n = np.bincount(codes, weights=scored.get_column(f"y_{t}").to_numpy(), minlength=len(ids))
+        lam = np.bincount(codes, weights=scored.get_column(f"p_{t}").to_numpy(), minlength=len(ids))
+        columns[f"n_{t}"] = n.astype(np.int64)
+        columns[f"expected_{t}"] = lam
+        columns[f"mz_{t}"] = count_z(torch.from_numpy(n), torch.from_numpy(lam)).numpy()
+    known_ids = pl.Series("known", list(known), dtype=pl.String)
+    return pl.DataFrame(columns).with_columns(pl.col("entity_id").is_in(known_ids.implode()).alias("known"))
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """The joint model's view of one day: per user and per item, what it expected and how surprising
+    the day was (frames of :func:`entity_evidence`)."""
+
+    version: str
+    users: pl.DataFrame
+    items: pl.DataFrame
+
+
+def model_evidence(
+    model: nn.Module, encoders: Encoders, version: str, exposures: pl.DataFrame
+) -> ModelEvidence:
+    """Score the day's labelled ``exposures`` (rows of ``samples.parquet``) with ``model``; aggregate."""
+    scored = exposure_probabilities(model, encoders, exposures)
+    return ModelEvidence(
+        version=version,
+        users=entity_evidence(scored, "user_id", encoders.vocabs.get("user_id", ())),
+        items=entity_evidence(scored, "item_id", encoders.vocabs.get("item_id", ())),
+    )
+
+
+def load_model_evidence(settings: Settings, ds: date) -> ModelEvidence:
+    """The current promoted model's evidence on the exposures of ``ds``; raises if there is none."""
+    from mtl_model.registry import load_current
+    from mtl_model.train import read_samples
+
+    model, encoders, version = load_current(settings)
+    exposures = read_samples(settings, ds).filter(pl.col("ds") == ds)
+    if exposures.is_empty():
+        raise ValueError(f"no exposures of ds={ds} in the samples export")
+    return model_evidence(model, encoders, version, exposures)
+
+
+# ---------------------------------------------------------------- scoring
+
+
 def _robust_z(name: str) -> pl.Expr:
     x = pl.col(name)
     med = x.median()
@@ -63,7 +235,83 @@ def _robust_z(name: str) -> pl.Expr:
     return ((x - med) / scale).fill_null(0.0).fill_nan(0.0).alias(f"z_{name}")
 
 
-def _rank(scored: pl.DataFrame, entity_type: str, top_n: int) -> pl.DataFrame:
+def _join_evidence(feats: pl.DataFrame, evidence: pl.DataFrame | None) -> tuple[pl.DataFrame, list[str]]:
+    """The behaviour features with the model's per-task columns (if any), and the model's tasks."""
+    if evidence is None:
+        return feats.with_columns(pl.lit(False).alias("known")), []
+    tasks = [c.removeprefix("mz_") for c in evidence.columns if c.startswith("mz_")]
+    joined = feats.join(evidence, on="entity_id", how="left").with_columns(
+        pl.col("known").fill_null(False), *[pl.col(f"mz_{t}").fill_nan(0.0).fill_null(0.0) for t in tasks]
+    )
+    return joined, tasks
+
+
+def _surprising(task: str) -> pl.Expr:
+    """The model finds the entity's count of ``task`` improbable (``|z| > Z_THRESHOLD``) and off by at
+    least a factor ``MODEL_RATIO`` (counts smoothed by ½, so that zero counts compare)."""
+    ratio = (pl.col(f"n_{task}") + 0.5) / (pl.col(f"expected_{task}") + 0.5)
+    far = (ratio >= MODEL_RATIO) | (ratio <= 1.0 / MODEL_RATIO)
+    return (pl.col(f"mz_{task}").abs() > Z_THRESHOLD) & far.fill_null(False)
+
+
+def _counts(name: str, task_counts: Mapping[str, str], tasks: list[str], trusted: pl.Expr) -> pl.Expr:
+    """Whether behaviour z ``z_<name>`` counts: above the threshold and not explained by the model (the
+    model knows the entity, is ``trusted`` for it, and did not find the outcome surprising)."""
+    above = pl.col(f"z_{name}") > Z_THRESHOLD
+    task = task_counts.get(name)
+    if task not in tasks:
+        return above
+    return above & ~(pl.col("known") & trusted & ~_surprising(task))
+
+
+def _combine(
+    feats: pl.DataFrame,
+    behaviour: Mapping[str, pl.Expr],
+    task_counts: Mapping[str, str],
+    trusted: pl.Expr,
+    tasks: list[str],
+) -> pl.DataFrame:
+    """Add ``score`` and ``reasons`` to ``feats`` (behaviour ``z_<name>`` and the model's ``mz_<task>``).
+
+    ``behaviour``: feature name → its reason. Each behaviour z above the threshold and not explained by
+    the model adds itself (capped). Each model z beyond the threshold adds what it exceeds the behaviour
+    features measuring the same count by (``task_counts``): two views of one count are not two pieces
+    of evidence, so the larger of them counts once. Every reason is listed."""
+    counts = {n: _counts(n, task_counts, tasks, trusted) for n in behaviour}
+    parts = {
+        n: pl.when(counts[n]).then(pl.col(f"z_{n}").clip(upper_bound=Z_CAP)).otherwise(0.0) for n in behaviour
+    }
+    reasons = [pl.when(counts[n]).then(text) for n, text in behaviour.items()]
+    model_parts = []
+    for t in tasks:
+        z = pl.col(f"mz_{t}")
+        beyond = _surprising(t)
+        covered = pl.max_horizontal(pl.lit(0.0), *[parts[n] for n, task in task_counts.items() if task == t])
+        model_parts.append(
+            pl.when(beyond)
+            .then((z.abs().clip(upper_bound=Z_CAP) - covered).clip(lower_bound=0.0))
+            .otherwise(0.0)
+        )
+        reasons.append(
+            pl.when(beyond).then(
+                pl.format(
+                    "{} {}s than the model expected: {} in {} exposures, {} expected (z={})",
+                    pl.when(z > 0).then(pl.lit("more")).otherwise(pl.lit("fewer")),
+                    pl.lit(t),
+                    pl.col(f"n_{t}"),
+                    pl.col("exposures"),
+                    pl.col(f"expected_{t}").round(1),
+                    z.round(1),
+                )
+            )
+        )
+    return feats.with_columns(
+        score=pl.sum_horizontal([*parts.values(), *model_parts]),
+        reasons=pl.concat_str(reasons, separator="; ", ignore_nulls=True),
+    )
+
+
+def _rank(scored: pl.DataFrame, entity_type: str, top_n: int, model_version: str | None) -> pl.DataFrame:
     """Keep entities with a reason, best first, ranked 1..n within the entity type."""
     return (
         scored.filter(pl.col("score") > 0)
@@ -77,14 +325,18 @@ def _rank(scored: pl.DataFrame, entity_type: str, top_n: int) -> pl.DataFrame:
             "score",
             "rank",
             "reasons",
-            pl.lit(DETECTOR_VERSION).alias("model_version"),
+            pl.lit(detector_version(model_version)).alias("model_version"),
         )
         .cast(OUTPUT_SCHEMA)
     )
 
 
-def score_users(activity: pl.DataFrame, top_n: int) -> pl.DataFrame:
-    """Score the users of one day; return the top ``top_n`` with at least one reason."""
+def score_users(
+    activity: pl.DataFrame, top_n: int, evidence: pl.DataFrame | None = None, model_version: str | None = None
+) -> pl.DataFrame:
+    """Score the users of one day; return the top ``top_n`` with at least one reason.
+
+    ``evidence``: :attr:`ModelEvidence.users` of the model ``model_version``; None = behaviour only."""
     if "account_age_days" not in activity.columns:
         activity = activity.with_columns(pl.lit(None, pl.Int32).alias("account_age_days"))
     feats = activity.select(
@@ -92,27 +344,28 @@ def score_users(activity: pl.DataFrame, top_n: int) -> pl.DataFrame:
     )
     feats = feats.with_columns([_robust_z(n) for n in USER_FEATURES])
     medians = {n: feats[n].median() for n in USER_FEATURES}
-    reasons = [
-        pl.when(pl.col(f"z_{n}") > Z_THRESHOLD).then(
-            pl.format(
-                f"{n} {{}} vs typical {medians[n] or 0:.3g} (z={{}})",
-                pl.col(n).round(3),
-                pl.col(f"z_{n}").round(1),
-            )
+    feats, tasks = _join_evidence(feats, evidence)
+    behaviour = {
+        n: pl.format(
+            f"{n} {{}} vs typical {medians[n] or 0:.3g} (z={{}})",
+            pl.col(n).round(3),
+            pl.col(f"z_{n}").round(1),
         )
         for n in USER_FEATURES
-    ]
-    z_above = [
-        pl.when(pl.col(f"z_{n}") > Z_THRESHOLD).then(pl.col(f"z_{n}")).otherwise(0.0) for n in USER_FEATURES
-    ]
-    scored = feats.with_columns(
-        score=pl.sum_horizontal(z_above), reasons=pl.concat_str(reasons, separator="; ", ignore_nulls=True)
-    )
-    return _rank(scored, "user", top_n)
+    }
+    # an extreme click rate that the model finds normal was learned from the user's own past (a bot
+    # active all week): then the model explains nothing and the comparison with other users stands
+    ordinary_rate = pl.col("z_click_rate") <= Z_THRESHOLD
+    scored = _combine(feats, behaviour, USER_TASK_COUNTS, ordinary_rate, tasks)
+    return _rank(scored, "user", top_n, model_version if evidence is not None else None)
 
 
-def score_items(activity: pl.DataFrame, top_n: int) -> pl.DataFrame:
-    """Score the items of one day against their own trailing CTR; return the top ``top_n``."""
+def score_items(
+    activity: pl.DataFrame, top_n: int, evidence: pl.DataFrame | None = None, model_version: str | None = None
+) -> pl.DataFrame:
+    """Score the items of one day against their own trailing CTR (and the model); return the top ``top_n``.
+
+    ``evidence``: :attr:`ModelEvidence.items` of the model ``model_version``; None = behaviour only."""
     p0 = pl.col("ctr_trailing_7d").clip(1e-4, 1 - 1e-4)
     expected = pl.col("exposures") * p0
     binomial_z = (pl.col("clicks") - expected) / (expected * (1 - p0)).sqrt()
@@ -126,54 +379,81 @@ def score_items(activity: pl.DataFrame, top_n: int) -> pl.DataFrame:
         expected.alias("expected_clicks"),
         top_user_clicks,
     ).with_columns(_robust_z("top_user_clicks"))
-    above = {name: pl.col(name) > Z_THRESHOLD for name in ("z_ctr_jump", "z_ctr_drop", "z_top_user_clicks")}
-    ctr_jump = pl.format(
-        "CTR {} vs {} over the last 7 days ({} clicks, {} expected; z={})",
-        pl.col("ctr").round(3),
-        pl.col("ctr_trailing_7d").round(3),
-        pl.col("clicks"),
-        pl.col("expected_clicks").round(1),
-        pl.col("z_ctr_jump").round(1),
-    )
-    ctr_drop = pl.format(
-        "{} clicks in {} exposures, {} expected: broken tracking? (z={})",
-        pl.col("clicks"),
-        pl.col("exposures"),
-        pl.col("expected_clicks").round(1),
-        pl.col("z_ctr_drop").round(1),
-    )
-    concentrated = pl.format(
-        "{} of its clicks from one user (z={})",
-        pl.col("top_user_clicks"),
-        pl.col("z_top_user_clicks").round(1),
-    )
-    reasons = [
-        pl.when(above["z_ctr_jump"]).then(ctr_jump),
-        pl.when(above["z_ctr_drop"]).then(ctr_drop),
-        pl.when(above["z_top_user_clicks"]).then(concentrated),
-    ]
-    scored = feats.with_columns(
-        score=pl.sum_horizontal(
-            [
-                pl.when(cond).then(pl.col(n).clip(upper_bound=Z_CAP)).otherwise(0.0)
-                for n, cond in above.items()
-            ]
+    feats, tasks = _join_evidence(feats, evidence)
+    behaviour = {
+        "ctr_jump": pl.format(
+            "CTR {} vs {} over the last 7 days ({} clicks, {} expected; z={})",
+            pl.col("ctr").round(3),
+            pl.col("ctr_trailing_7d").round(3),
+            pl.col("clicks"),
+            pl.col("expected_clicks").round(1),
+            pl.col("z_ctr_jump").round(1),
         ),
-        reasons=pl.concat_str(reasons, separator="; ", ignore_nulls=True),
-    )
-    return _rank(scored, "item", top_n)
+        "ctr_drop": pl.format(
+            "{} clicks in {} exposures, {} expected: broken tracking? (z={})",
+            pl.col("clicks"),
+            pl.col("exposures"),
+            pl.col("expected_clicks").round(1),
+            pl.col("z_ctr_drop").round(1),
+        ),
+        "top_user_clicks": pl.format(
+            "{} of its clicks from one user (z={})",
+            pl.col("top_user_clicks"),
+            pl.col("z_top_user_clicks").round(1),
+        ),
+    }
+    scored = _combine(feats, behaviour, ITEM_TASK_COUNTS, pl.lit(True), tasks)
+    return _rank(scored, "item", top_n, model_version if evidence is not None else None)
 
 
-def detect_day(settings: Settings, ds: date) -> Path:
-    """Write ``outputs/ds=D/anomalies.parquet`` for the day (users and items)."""
+@dataclass(frozen=True)
+class Detection:
+    """Where the day's anomalies were written, and which joint model (if any) took part."""
+
+    path: Path
+    model_version: str | None  # None: behaviour only (see ``note``)
+    note: str
+
+    @property
+    def detector(self) -> str:
+        """The value of the ``model_version`` column."""
+        return detector_version(self.model_version)
+
+
+def detect_day(settings: Settings, ds: date, use_model: bool = True) -> Detection:
+    """Write ``outputs/ds=D/anomalies.parquet`` for the day (users and items).
+
+    With ``use_model`` the current promoted model's evidence is combined with the behaviour features;
+    when it cannot be had (no model yet, unreadable model, no samples), behaviour only, never an error.
+    """
     users = pl.read_parquet(settings.export_dir(ds) / "user_activity.parquet")
     items = pl.read_parquet(settings.export_dir(ds) / "item_activity.parquet")
     if users.is_empty():
         raise ValueError(f"no active users in the export of ds={ds}")
+    evidence: ModelEvidence | None = None
+    note = "behaviour only (model not asked for)"
+    if use_model:
+        try:
+            evidence = load_model_evidence(settings, ds)
+            note = f"behaviour + joint model {evidence.version}"
+        except Exception as exc:  # noqa: BLE001 - the night never fails for the model's sake
+            note = f"behaviour only: no usable current model ({type(exc).__name__}: {exc})"
+            log.warning("ds=%s anomalies: %s", ds, note)
+    version = evidence.version if evidence else None
     result = pl.concat(
         [
-            score_users(users.with_columns(pl.col("ds").cast(pl.Date)), settings.anomaly_top_n),
-            score_items(items.with_columns(pl.col("ds").cast(pl.Date)), settings.anomaly_top_n),
+            score_users(
+                users.with_columns(pl.col("ds").cast(pl.Date)),
+                settings.anomaly_top_n,
+                evidence.users if evidence else None,
+                version,
+            ),
+            score_items(
+                items.with_columns(pl.col("ds").cast(pl.Date)),
+                settings.anomaly_top_n,
+                evidence.items if evidence else None,
+                version,
+            ),
         ]
     )
     out = settings.output_dir(ds) / "anomalies.parquet"
@@ -181,7 +461,7 @@ def detect_day(settings: Settings, ds: date) -> Path:
     tmp = out.with_name(".anomalies.parquet.tmp")
     result.write_parquet(tmp)
     os.replace(tmp, out)
-    return out
+    return Detection(path=out, model_version=version, note=note)
 
 
 def evaluate(anomalies: pl.DataFrame, truth: pl.DataFrame, ds: date, k: int) -> pl.DataFrame:

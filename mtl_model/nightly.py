@@ -43,9 +43,17 @@ def score(run_date: str) -> dict:
 
 
 def anomalies(run_date: str) -> dict:
+    """Anomalies of the day with the current model (after ``train``); behaviour only, and said so in
+    ``note`` and ``detector``, when there is no usable model."""
     from mtl_model.anomalies import detect_day
 
-    return {"anomalies": str(detect_day(load_settings(), _day(run_date)))}
+    result = detect_day(load_settings(), _day(run_date))
+    return {
+        "anomalies": str(result.path),
+        "detector": result.detector,
+        "model_version": result.model_version,
+        "note": result.note,
+    }
 
 
 def publish(run_date: str) -> dict:

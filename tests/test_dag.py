@@ -59,6 +59,9 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert tasks["train"]["queue"] == "default"
     assert "check" in tasks["export"]["upstream"]
     assert "export" in tasks["train"]["upstream"] and "train" in tasks["score"]["upstream"]
+    # anomalies score the day with the model train promoted (export is done by then)
+    assert tasks["anomalies"]["upstream"] == ["resolve_ds", "train"]
+    assert tasks["anomalies"]["queue"] == tasks["train"]["queue"]  # torch and the model files
     assert {"score", "anomalies"} <= set(tasks["publish"]["upstream"])
     assert "publish" in tasks["report"]["upstream"]
     assert any(u.startswith("dbt.") for u in tasks["check"]["upstream"])
@@ -67,3 +70,4 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
 def test_train_queue_comes_from_configuration(tmp_path: Path) -> None:
     info = probe(tmp_path, TANDEM_TRAIN_QUEUE="gpu")
     assert info["tasks"]["train"]["queue"] == "gpu"
+    assert info["tasks"]["anomalies"]["queue"] == "gpu" and info["tasks"]["score"]["queue"] == "gpu"
