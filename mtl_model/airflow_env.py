@@ -51,9 +51,10 @@ def ensure_ready(settings: Settings) -> None:
     marker.touch()
 
 
-def run_day(settings: Settings, ds: date) -> str:
+def run_day(settings: Settings, ds: date) -> dict[str, float]:
     """Run the whole nightly DAG for ``ds`` in this process (``dag.test``: no scheduler).
-    Returns the final state; raises RuntimeError naming the failed tasks."""
+    Returns each task's seconds (task id → end − start, in start order); raises RuntimeError naming
+    the failed tasks."""
     ensure_ready(settings)
     from airflow.dag_processing.dagbag import DagBag
 
@@ -74,4 +75,12 @@ def run_day(settings: Settings, ds: date) -> str:
         raise RuntimeError(
             f"nightly run for ds={ds} ended {state}; tasks not successful: {not_done or 'never scheduled'}"
         )
-    return state
+    timed = sorted((ti for ti in tis if ti.start_date and ti.end_date), key=lambda ti: ti.start_date)
+    return {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in timed}
+
+
+def format_durations(durations: dict[str, float]) -> str:
+    """One line: the dbt task group summed, then every other task, e.g. ``dbt 21s, check 3s, …``."""
+    dbt = sum(s for t, s in durations.items() if t.startswith("dbt."))
+    rest = [(t, s) for t, s in durations.items() if not t.startswith("dbt.") and t != "resolve_ds"]
+    return ", ".join(f"{t} {s:.0f}s" for t, s in [("dbt", dbt), *rest])

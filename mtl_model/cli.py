@@ -35,16 +35,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mtl_model.airflow_env import run_day
+    from mtl_model.airflow_env import format_durations, run_day
 
     started = time.perf_counter()
-    run_day(load_settings(), args.ds)
-    print(f"tandem run ds={args.ds}: success in {time.perf_counter() - started:.0f}s")
+    durations = run_day(load_settings(), args.ds)
+    seconds = time.perf_counter() - started
+    print(f"tandem run ds={args.ds}: success in {seconds:.0f}s ({format_durations(durations)})")
     return 0
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from mtl_model.airflow_env import run_day
+    from mtl_model.airflow_env import format_durations, run_day
 
     if args.end < args.start:
         raise SystemExit("--end is before --start")
@@ -52,8 +53,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     day = args.start
     while day <= args.end:
         started = time.perf_counter()
-        run_day(settings, day)
-        print(f"tandem backfill ds={day}: success in {time.perf_counter() - started:.0f}s")
+        durations = run_day(settings, day)
+        print(
+            f"tandem backfill ds={day}: success in {time.perf_counter() - started:.0f}s "
+            f"({format_durations(durations)})"
+        )
         day += timedelta(days=1)
     return 0
 

@@ -29,7 +29,9 @@ def run_backfill(settings: Settings, end: date, days: int) -> None:
             flush=True,
         )
         log = run_logged(settings, ds)
-        print(f"  ds={ds} done in {time.perf_counter() - t0:.0f}s (Airflow and dbt log: {log})")
+        done = [line for line in Path(log).read_text().splitlines() if line.startswith("tandem run ds=")]
+        tasks = done[-1].partition("(")[2].rstrip(")") if done else ""
+        print(f"  ds={ds} done in {time.perf_counter() - t0:.0f}s: {tasks}\n  Airflow and dbt log: {log}")
 
 
 def run_logged(settings: Settings, ds: date) -> str:

@@ -30,11 +30,11 @@ def test_hit_rate_and_ndcg_match_a_hand_computation(built_home: Path) -> None:
         ).fetchall()[0][0]
         never = con.execute(
             "select item_id from items where ds = ? and item_id not in "
-            "(select item_id from interactions where ds = ? and user_id = ? and click = 1) "
+            "(select item_id from interactions where ds = ? and user_id in (?, ?)) "
             "order by item_id limit 1",
-            [ds, ds, u],
+            [ds, ds, u, v],
         ).fetchall()[0][0]
-        # published for ds - 1: u gets clicked, not clicked, clicked; v gets one item it never clicked
+        # published for ds - 1: u gets clicked, not shown, clicked; v gets one item it was not shown
         con.execute(
             "create table recommendations (ds date, user_id varchar, rank integer, item_id varchar, "
             "score double, p_click double, p_cart double, p_purchase double, scene varchar, "
@@ -57,5 +57,7 @@ def test_hit_rate_and_ndcg_match_a_hand_computation(built_home: Path) -> None:
     assert got[("model", "users_evaluated")] == 2
     assert got[("model", "hit_rate")] == 0.5
     assert math.isclose(got[("model", "ndcg")], (1 + 1 / math.log2(4)) / idcg / 2, rel_tol=1e-9)
+    assert got[("model", "shown_rate")] == 0.5  # 2 of the 4 pairs were exposed on ds …
+    assert got[("model", "shown_ctr")] == 1.0  # … and both were clicked
     assert got[("popularity", "users_evaluated")] == 2
     assert 0 <= got[("popularity", "hit_rate")] <= 1

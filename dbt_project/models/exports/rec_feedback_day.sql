@@ -2,7 +2,11 @@
     published for D - 1, for the users active on D, against what they clicked and bought on D; next to
     a popularity baseline (the K most clicked items of the `popularity_days` before D, the same list for
     every one of those users). Metrics per recommender: hit_rate (≥ 1 recommended item clicked),
-    ndcg (binary relevance = clicked), purchase_hit_rate, catalog_coverage, users_evaluated.
+    ndcg (binary relevance = clicked), purchase_hit_rate, catalog_coverage, users_evaluated, and two
+    that separate exposure from preference: shown_rate (share of the recommended pairs the user was
+    exposed to on D, whatever showed them) and shown_ctr (the share of those exposed pairs clicked).
+    A recommender that lists what the current feed shows anyway scores a high hit rate through
+    shown_rate; shown_ctr compares how well the lists match the users' taste where they were seen.
     Empty on a first day (nothing published yet). -#}
 {%- set k = env_var('TANDEM_TOP_K', '10') | int -%}
 {%- set published = adapter.get_relation(database=target.database, schema='main', identifier='recommendations') -%}
@@ -45,7 +49,8 @@ popular_recs as (
 
 judged as (
     select r.recommender, r.user_id, r.rank, r.item_id,
-           coalesce(t.clicked, 0) as clicked, coalesce(t.purchased, 0) as purchased
+           coalesce(t.clicked, 0) as clicked, coalesce(t.purchased, 0) as purchased,
+           (t.user_id is not null)::integer as shown
     from (select * from model_recs union all select * from popular_recs) as r
     inner join relevant as a using (user_id)  -- users active on D
     left join today as t using (user_id, item_id)
@@ -85,6 +90,10 @@ metrics as (
     union all select recommender, 'ndcg', avg(ndcg)::double from scored group by recommender
     union all select recommender, 'purchase_hit_rate', avg(purchase_hit)::double from scored group by recommender
     union all select recommender, 'users_evaluated', count(*)::double from scored group by recommender
+    union all select recommender, 'shown_rate', avg(shown)::double from judged group by recommender
+    union all
+    select recommender, 'shown_ctr', (sum(clicked) / nullif(sum(shown), 0))::double
+    from judged group by recommender
     union all
     select r.recommender, 'catalog_coverage', (count(distinct r.item_id) / any_value(c.n))::double
     from (select * from model_recs union all select * from popular_recs) as r, catalog as c
