@@ -1,10 +1,20 @@
 """Tests of the dataset adapters (mtl_model.ingest): real samples, handwritten fixtures, the contract
-format fed by the simulator's bad data, merges and re-ingests, and the command line."""
+format fed by the simulator's bad data, merges and re-ingests, RetailRocket item properties (point in
+time), compressed inputs, contract item / user files, derived sessions, the landing-zone lock, and the
+command line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import gzip
+import multiprocessing
+import os
 import shutil
+import time
+import zipfile
+import zlib
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +25,9 @@ from mtl_model.config import Settings
 from mtl_model.ingest import (
     EVENTS_SCHEMA,
     ITEMS_SCHEMA,
+    LOCK_NAME,
     QUARANTINE_REASONS,
+    SESSION_GAP,
     USERS_SCHEMA,
     IngestError,
     add_ingest_parser,
@@ -27,6 +39,10 @@ from mtl_model.simulate import SimConfig, events_csv_path, simulate
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TAOBAO = FIXTURES / "taobao_user_behavior.csv"
 RETAILROCKET = FIXTURES / "retailrocket_events.csv"
+RR_DIR = FIXTURES / "retailrocket"
+RR_ITEMS = [
+    RR_DIR / n for n in ("item_properties_part1.csv", "item_properties_part2.csv", "category_tree.csv")
+]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REES46 = SHARED / "rees46" / "events_2019-10-01_sample.csv"
 TIANCHI = SHARED / "tianchi_mobile" / "user_behavior_sample.csv"
@@ -70,8 +86,9 @@ def _landed(settings: Settings, table: str, fmt: str) -> pl.DataFrame:
     )
 
 
-def _quarantine(settings: Settings, fmt: str, source: Path) -> pl.DataFrame:
-    return pl.read_parquet(settings.landing_dir / "_quarantine" / fmt / f"{source.name}.parquet")
+def _quarantine(settings: Settings, fmt: str, source: Path, table: str = "") -> pl.DataFrame:
+    """The quarantine of an events file, or of an item / user file (``table`` items / users)."""
+    return pl.read_parquet(settings.landing_dir / "_quarantine" / fmt / table / f"{source.name}.parquet")
 
 
 def _reasons(q: pl.DataFrame) -> dict[int, str]:
@@ -391,3 +408,529 @@ def test_contract_parquet_round_trip(tmp_path):
     shutil.copy(source, settings.landing("events", DAY) / "part-0.parquet")
     ingest(settings, "contract", source)
     assert (settings.landing("events", DAY) / "part-0.parquet").read_bytes() == source.read_bytes()
+
+
+# ---------------------------------------------------------------- helpers for the tests below
+
+
+def _landing(settings: Settings, quarantine: bool = False) -> dict[str, bytes]:
+    """The landing zone's files (the day folders; the quarantine too if asked)."""
+    return {
+        p: v for p, v in _tree(settings.landing_dir).items() if quarantine or not p.startswith("_quarantine")
+    }
+
+
+def _data_lines(path: Path) -> int:
+    """Data lines of a small CSV with a header (a last line without newline counts)."""
+    return len(path.read_bytes().splitlines()) - 1
+
+
+def _snapshot(settings: Settings, table: str, fmt: str, day: str) -> pl.DataFrame:
+    return pl.read_parquet(settings.landing_dir / table / f"ds={day}" / f"ingest-{fmt}.parquet")
+
+
+# ---------------------------------------------------------------- RetailRocket item properties
+
+
+# (ds, item) -> (category_id, category_path, price, in_stock), from tests/fixtures/retailrocket
+RR_SNAPSHOTS = {
+    ("2015-06-01", "248676"): ("1338", "1482/1338", 1150.0, False),  # the day's last price, sold out
+    ("2015-06-01", "355908"): ("250", "1482/1003/250", 5880.0, True),
+    ("2015-06-02", "248676"): ("1173", "1482/1003/1173", 1200.0, False),  # moved on 06-02; new price
+    ("2015-06-02", "318965"): ("999", "999", 15.5, None),  # properties of 06-01, no stock info
+}
+RR_ITEM_QUARANTINE = {
+    "item_properties_part1.csv": {
+        12: "unparseable_price",
+        13: "null_item_id",
+        14: "unparseable_in_stock",
+        15: "unparseable_event_time",
+        16: "malformed_line",
+        17: "null_value",
+    },
+    "item_properties_part2.csv": {11: "truncated_line"},
+    "category_tree.csv": {
+        8: "duplicate_category_id",
+        9: "null_category_id",
+        10: "malformed_line",
+        11: "truncated_line",
+    },
+}
+
+
+def _rr_items(settings: Settings) -> dict[tuple[str, str], tuple]:
+    items = _landed(settings, "items", "retailrocket")
+    return {
+        (str(r["ds"]), r["item_id"]): (r["category_id"], r["category_path"], r["price"], r["in_stock"])
+        for r in items.iter_rows(named=True)
+    }
+
+
+def test_retailrocket_item_properties_point_in_time(tmp_path):
+    settings = Settings(home=tmp_path)
+    s = ingest(settings, "retailrocket", RETAILROCKET, items=RR_ITEMS, start="2015-06-01", end="2015-06-02")
+    assert (s.rows_read, s.rows_landed, s.rows_quarantined) == (11, 6, 5)  # the events as before
+    assert _rr_items(settings) == RR_SNAPSHOTS
+    items = _landed(settings, "items", "retailrocket")
+    assert {k: v for k, v in items.schema.items() if k != "ds"} == ITEMS_SCHEMA
+    # nothing lost: every data line of every item file is used, skipped (other properties) or quarantined
+    assert s.items_read == sum(_data_lines(p) for p in RR_ITEMS) == 36
+    assert (s.items_used, s.items_skipped, s.items_quarantined) == (22, 3, 11)
+    for path in RR_ITEMS:
+        q = _quarantine(settings, "retailrocket", path, "items")
+        assert _reasons(q) == RR_ITEM_QUARANTINE[path.name]
+        assert set(q["source"]) == {path.name} and set(q["reason"]) <= set(QUARANTINE_REASONS)
+    cut = _quarantine(settings, "retailrocket", RR_ITEMS[1], "items").row(0, named=True)
+    assert (cut["itemid"], cut["property"], cut["value"]) == ("318965", "categ", None)  # from the file's tail
+    assert len(s.quarantine_paths) == 4
+    assert "item files: 36 rows (22 used, 3 skipped, 11 quarantined)" in s.line()
+    # the same again: not a byte changes
+    before = _landing(settings, quarantine=True)
+    again = ingest(
+        settings, "retailrocket", RETAILROCKET, items=RR_ITEMS, start="2015-06-01", end="2015-06-02"
+    )
+    assert again.rows_new == 0 and _landing(settings, quarantine=True) == before
+
+
+def test_retailrocket_properties_from_later_days_do_not_leak(tmp_path):
+    """Day D's snapshot is the same with or without the property rows time-stamped after D."""
+    end_of_june_1 = 1_433_203_200_000  # 2015-06-02 00:00 UTC, in ms
+    cut = []
+    for path in RR_ITEMS[:2]:
+        head, *rows = path.read_text().split("\n")
+        keep = [r for r in rows if not r.split(",")[0].isdigit() or int(r.split(",")[0]) < end_of_june_1]
+        (tmp_path / path.name).write_text("\n".join([head, *keep]))
+        cut.append(tmp_path / path.name)
+    homes = {k: Settings(home=tmp_path / k) for k in ("all", "until_d")}
+    ingest(homes["all"], "retailrocket", RETAILROCKET, items=RR_ITEMS)
+    ingest(homes["until_d"], "retailrocket", RETAILROCKET, items=[*cut, RR_ITEMS[2]])
+    day = "items/ds=2015-06-01/ingest-retailrocket.parquet"
+    assert _landing(homes["all"])[day] == _landing(homes["until_d"])[day]
+    assert (
+        _landing(homes["all"])[day.replace("06-01", "06-02")]
+        != _landing(homes["until_d"])[day.replace("06-01", "06-02")]
+    )  # (the rows of June 2 do change June 2)
+
+
+def test_retailrocket_properties_follow_the_business_time_zone(tmp_path):
+    # 2015-06-02 00:00 and 03:00 UTC are 20:00 and 23:00 on June 1 in New York: the new price and the
+    # new category belong to June 1 there
+    ny = Settings(home=tmp_path, business_tz="America/New_York")
+    ingest(ny, "retailrocket", RETAILROCKET, items=RR_ITEMS, start="2015-06-01", end="2015-06-02")
+    snap = _rr_items(ny)
+    assert snap[("2015-06-01", "248676")] == ("1173", "1482/1003/1173", 1200.0, False)
+    assert snap[("2015-06-01", "355908")] == ("250", "1482/1003/250", 5880.0, True)
+
+
+def test_retailrocket_items_merge_in_any_order(tmp_path):
+    """Events alone first (items with ids only), then with the item files, or the other way round: the
+    day snapshots end with the richer rows either way."""
+    homes = {k: Settings(home=tmp_path / k) for k in ("plain_first", "items_first", "once")}
+    ingest(homes["plain_first"], "retailrocket", RETAILROCKET)
+    ingest(homes["plain_first"], "retailrocket", RETAILROCKET, items=RR_ITEMS)
+    ingest(homes["items_first"], "retailrocket", RETAILROCKET, items=RR_ITEMS)
+    stamps = {p: p.stat().st_mtime_ns for p in homes["items_first"].landing_dir.rglob("ingest-*.parquet")}
+    ingest(homes["items_first"], "retailrocket", RETAILROCKET)  # poorer rows: nothing to write
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    ingest(homes["once"], "retailrocket", RETAILROCKET, items=RR_ITEMS)
+    assert _landing(homes["plain_first"]) == _landing(homes["items_first"]) == _landing(homes["once"])
+
+
+def test_retailrocket_item_file_errors(tmp_path):
+    settings = Settings(home=tmp_path)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("itemid,price\n1,2\n")
+    with pytest.raises(IngestError, match="not a RetailRocket item file"):
+        ingest(settings, "retailrocket", RETAILROCKET, items=[RR_ITEMS[0], odd])
+    with pytest.raises(IngestError, match="no such file"):
+        ingest(settings, "retailrocket", RETAILROCKET, items=tmp_path / "missing.csv")
+    assert not (settings.landing_dir / "events").exists()  # checked before anything is written
+    with pytest.raises(ValueError, match="item files"):
+        ingest(settings, "taobao", TAOBAO, items=RR_ITEMS)
+    with pytest.raises(ValueError, match="user files"):
+        ingest(settings, "retailrocket", RETAILROCKET, users=odd)
+
+
+def test_cli_item_files_and_session_gap(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path))
+    items = [a for p in RR_ITEMS for a in ("--items", str(p))]
+    options = ["--session-gap", "15", "--lock-timeout", "5"]
+    argv = ["--format", "retailrocket", *items, *options, str(RETAILROCKET)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "item files: 36 rows (22 used, 3 skipped, 11 quarantined)" in out
+    assert out.count("quarantine:") == 4
+    settings = Settings(home=tmp_path)
+    assert _rr_items(settings)[("2015-06-02", "318965")] == RR_SNAPSHOTS[("2015-06-02", "318965")]
+    parser = argparse.ArgumentParser(prog="tandem")
+    add_ingest_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ingest", "--format", "contract", "--items", "a.csv", "--users", "u.csv"])
+    assert (args.paths, args.items, args.users, args.session_gap) == ([], ["a.csv"], ["u.csv"], 30.0)
+    assert main(["--format", "retailrocket"]) == 1  # no file at all
+    assert "no events file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- compressed inputs
+
+
+def _gz(src: Path, dest: Path, members: int = 1) -> Path:
+    data = src.read_bytes()
+    cut = [len(data) * k // members for k in range(members + 1)]
+    dest.write_bytes(b"".join(gzip.compress(data[a:b], mtime=0) for a, b in zip(cut, cut[1:], strict=False)))
+    return dest
+
+
+def _zip(src: Path, dest: Path, *extra: Path) -> Path:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in (src, *extra):
+            z.write(p, p.name)
+        z.writestr("__MACOSX/._" + src.name, b"resource fork")  # ignored
+    return dest
+
+
+@pytest.mark.parametrize("kind", ["gz", "gz-members", "gz-cut-trailer", "zip"])
+def test_compressed_inputs_land_the_same_bytes(tmp_path, kind):
+    def pack(src: Path) -> Path:
+        dest = tmp_path / "in" / (src.name + (".zip" if kind == "zip" else ".gz"))
+        dest.parent.mkdir(exist_ok=True)
+        if kind == "zip":
+            return _zip(src, dest)
+        _gz(src, dest, members=3 if kind == "gz-members" else 1)
+        if kind == "gz-cut-trailer":  # an interrupted download: no CRC / size trailer
+            dest.write_bytes(dest.read_bytes()[:-8])
+        return dest
+
+    for fmt, events, kwargs in (
+        ("taobao", TAOBAO, {"start": "2017-11-25", "end": "2017-12-03"}),
+        ("retailrocket", RETAILROCKET, {"items": RR_ITEMS}),
+    ):
+        plain, packed = Settings(home=tmp_path / f"{fmt}-plain"), Settings(home=tmp_path / f"{fmt}-{kind}")
+        a = ingest(plain, fmt, events, **kwargs)
+        packed_items = {"items": [pack(p) for p in kwargs["items"]]} if "items" in kwargs else {}
+        b = ingest(packed, fmt, pack(events), **{**kwargs, **packed_items})
+        assert _landing(plain) == _landing(packed)  # identical bytes, days, ids, sessions
+        assert (a.rows_read, a.rows_landed, a.reasons) == (b.rows_read, b.rows_landed, b.reasons)
+        assert (a.items_read, a.items_used, a.items_skipped) == (b.items_read, b.items_used, b.items_skipped)
+        assert len(a.quarantine_paths) == len(b.quarantine_paths) == (1 if fmt == "taobao" else 4)
+        for src, table in [(events, ""), *[(p, "items") for p in kwargs.get("items", [])]]:
+            q_packed = _quarantine(packed, fmt, pack(src), table)
+            assert q_packed.drop("source").equals(_quarantine(plain, fmt, src, table).drop("source"))
+        assert not [p for p in packed.landing_dir.rglob("*") if p.name.startswith(".ingest-")]
+
+
+def test_gzip_cut_mid_stream_lands_its_readable_part(tmp_path):
+    lines = [f"{u},{i},7,pv,{1_511_575_200 + 37 * u + i}" for u in range(60) for i in range(30)]
+    full = tmp_path / "UserBehavior.csv"
+    full.write_text("\n".join(lines) + "\n")
+    packed = gzip.compress(full.read_bytes(), compresslevel=1, mtime=0)
+    cut = tmp_path / "UserBehavior.csv.gz"
+    cut.write_bytes(packed[: len(packed) * 2 // 3])
+    readable = zlib.decompressobj(31).decompress(cut.read_bytes())
+    assert 0 < len(readable) < full.stat().st_size and not readable.endswith(b"\n")
+    prefix = tmp_path / "prefix" / "UserBehavior.csv"
+    prefix.parent.mkdir()
+    prefix.write_bytes(readable)
+    a = ingest(Settings(home=tmp_path / "a"), "taobao", cut, tz="UTC")
+    b = ingest(Settings(home=tmp_path / "b"), "taobao", prefix, tz="UTC")
+    assert _landing(Settings(home=tmp_path / "a")) == _landing(Settings(home=tmp_path / "b"))
+    assert a.rows_read == b.rows_read == readable.count(b"\n") + 1 and a.reasons == b.reasons
+    assert a.reasons.get("truncated_line", 0) + a.rows_landed == a.rows_read  # only the cut line, if short
+
+
+def test_compressed_input_errors(tmp_path):
+    settings = Settings(home=tmp_path)
+    two = _zip(TAOBAO, tmp_path / "two.zip", RETAILROCKET)
+    with pytest.raises(IngestError, match="exactly one file"):
+        ingest(settings, "taobao", two)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(_zip(TAOBAO, tmp_path / "one.zip").read_bytes()[:-30])  # no central directory
+    with pytest.raises(IngestError, match="not a readable zip"):
+        ingest(settings, "taobao", broken)
+    garbage = tmp_path / "garbage.csv.gz"
+    garbage.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 64)
+    with pytest.raises(IngestError, match="gzip"):
+        ingest(settings, "taobao", garbage)
+    assert not (settings.landing_dir / "events").exists()
+
+
+# ---------------------------------------------------------------- contract item and user files
+
+
+CONTRACT_EVENTS = (
+    "event_id,event_time,user_id,item_id,event_type,price,category_id\n"
+    "e1,2024-03-01T10:00:00Z,u1,i1,view,9.5,c0\n"  # c0: smaller than the item file's c1
+    "e2,2024-03-01T10:01:00Z,u2,i9,view,3.0,c9\n"
+)
+CONTRACT_ITEMS = (
+    "item_id,category_id,category_path,brand,price,title,in_stock,ds,color\n"
+    "i1,c1,home/kitchen,acme,9.5,Kettle,true,2024-03-01,red\n"  # 2
+    "i2,c2,,,,,,2024-03-01,\n"  # 3: only the key and the day
+    ",c1,,,1,,true,2024-03-01,\n"  # 4 null_item_id
+    "i3,c1,,,cheap,,true,2024-03-01,\n"  # 5 unparseable_price
+    "i4,c1,,,1,,maybe,2024-03-01,\n"  # 6 unparseable_in_stock
+    "i5,c1,,,1,,false,2024-13-01,\n"  # 7 unparseable_ds
+    "i6,c1,,,1,,false,,\n"  # 8 null_ds
+    "i1,c1,home/kitchen,acme,9.0,Kettle,0,2024-03-02,\n"  # 9: the next day, out of stock
+    "i7,c3,a,b,1,t,1,2024-03-02"  # 10: cut off (8 of 9 fields, no newline)
+)
+CONTRACT_USERS = (
+    "user_id,signup_date,region,device\n"
+    "u1,2024-02-01,north,ios\n"  # 2
+    "u2,,south,\n"  # 3
+    "u3,feb,north,android\n"  # 4 unparseable_signup_date
+    ",2024-02-01,north,ios\n"  # 5 null_user_id
+)
+
+
+def _contract_files(root: Path) -> tuple[Path, Path, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = root / "events.csv", root / "items.csv", root / "users.csv"
+    for p, text in zip(paths, (CONTRACT_EVENTS, CONTRACT_ITEMS, CONTRACT_USERS), strict=True):
+        p.write_text(text)
+    return paths
+
+
+def test_contract_item_and_user_files(tmp_path):
+    events, items, users = _contract_files(tmp_path / "in")
+    settings = Settings(home=tmp_path / "lake")
+    s = ingest(settings, "contract", events, items=items, users=users)
+    assert (s.rows_read, s.rows_landed, s.rows_quarantined) == (2, 2, 0)
+    assert (s.items_read, s.items_used, s.items_quarantined) == (9, 3, 6)
+    assert (s.users_read, s.users_used, s.users_quarantined) == (4, 2, 2)
+    assert s.days == [date(2024, 3, 1), date(2024, 3, 2)] and s.per_day == {"2024-03-01": 2}
+    assert _reasons(_quarantine(settings, "contract", items, "items")) == {
+        4: "null_item_id",
+        5: "unparseable_price",
+        6: "unparseable_in_stock",
+        7: "unparseable_ds",
+        8: "null_ds",
+        10: "truncated_line",
+    }
+    assert _reasons(_quarantine(settings, "contract", users, "users")) == {
+        4: "unparseable_signup_date",
+        5: "null_user_id",
+    }
+    day1 = _snapshot(settings, "items", "contract", "2024-03-01")
+    assert dict(day1.schema) == ITEMS_SCHEMA
+    assert day1.rows() == [
+        ("i1", "c1", "home/kitchen", "acme", 9.5, "Kettle", True),  # the fuller row beats the event's
+        ("i2", "c2", None, None, None, None, None),
+        ("i9", "c9", None, None, 3.0, None, None),  # from the events only
+    ]
+    assert _snapshot(settings, "items", "contract", "2024-03-02").rows() == [
+        ("i1", "c1", "home/kitchen", "acme", 9.0, "Kettle", False)
+    ]
+    assert not (settings.landing_dir / "events" / "ds=2024-03-02").exists()  # snapshots only that day
+    # a user file without a day goes into every day of the events, next to their users
+    users_day = _snapshot(settings, "users", "contract", "2024-03-01")
+    assert dict(users_day.schema) == USERS_SCHEMA
+    assert users_day.rows() == [("u1", date(2024, 2, 1), "north", "ios"), ("u2", None, "south", None)]
+    # again: not a byte changes
+    before = _landing(settings, quarantine=True)
+    ingest(settings, "contract", events, items=items, users=users)
+    assert _landing(settings, quarantine=True) == before
+
+
+def test_contract_snapshots_alone_and_in_any_order(tmp_path):
+    events, items, users = _contract_files(tmp_path / "in")
+    homes = {k: Settings(home=tmp_path / k) for k in ("together", "events_first", "items_first")}
+    ingest(homes["together"], "contract", events, items=items)
+    ingest(homes["events_first"], "contract", events)
+    s = ingest(homes["events_first"], "contract", None, items=items)  # no events file: snapshots only
+    assert s.source is None and s.rows_read == 0 and s.items_used == 3 and "snapshot files" in s.line()
+    ingest(homes["items_first"], "contract", None, items=items)
+    ingest(homes["items_first"], "contract", events)
+    assert _landing(homes["together"]) == _landing(homes["events_first"]) == _landing(homes["items_first"])
+    # the dates apply to the snapshot days
+    ranged = Settings(home=tmp_path / "ranged")
+    s = ingest(ranged, "contract", None, items=items, start="2024-03-01", end="2024-03-01")
+    assert _reasons(_quarantine(ranged, "contract", items, "items"))[9] == "outside_dates"
+    assert s.days == [date(2024, 3, 1)]
+    # a file with no day of its own needs events
+    with pytest.raises(IngestError, match="no day for its rows"):
+        ingest(Settings(home=tmp_path / "none"), "contract", None, users=users)
+    assert not (tmp_path / "none" / "landing" / "users").exists()
+    with pytest.raises(ValueError, match="no events file"):
+        ingest(Settings(home=tmp_path / "none"), "contract", None)
+    with pytest.raises(IngestError, match="lacks"):
+        ingest(Settings(home=tmp_path / "none"), "contract", None, items=events.with_name("users.csv"))
+
+
+def test_contract_snapshots_round_trip_from_the_simulator(tmp_path):
+    sim = Settings(home=tmp_path / "sim")
+    simulate(sim, DAY, 1, SimConfig(n_users=120, n_items=50, n_categories=5, seed=9, null_key_rate=0.02))
+    events, items, users = (sim.landing(t, DAY) / "part-0.parquet" for t in ("events", "items", "users"))
+    lake = Settings(home=tmp_path / "lake")
+    s = ingest(lake, "contract", None, items=items, users=users)  # the day comes from the ds= folder
+    assert s.days == [DAY] and s.items_quarantined == s.users_quarantined == 0
+    for table, source, key in (("items", items, "item_id"), ("users", users, "user_id")):
+        assert _snapshot(lake, table, "contract", str(DAY)).equals(pl.read_parquet(source).sort(key))
+    # three files named part-0.parquet: each keeps its own quarantine (the events' null keys stay)
+    s = ingest(lake, "contract", events, items=items, users=users)
+    assert s.rows_quarantined > 0 and s.quarantine_paths == [s.quarantine_path]
+    assert _quarantine(lake, "contract", events).height == s.rows_quarantined
+    # the simulator's full item rows stay ahead of the rows derived from its events
+    assert _snapshot(lake, "items", "contract", str(DAY)).equals(pl.read_parquet(items).sort("item_id"))
+
+
+# ---------------------------------------------------------------- derived sessions
+
+
+T0 = 1_511_575_200  # 2017-11-25 10:00:00 China time
+SESSION_LINES = [  # Taobao: user_id,item_id,category_id,behavior_type,timestamp (China time)
+    f"1,10,7,pv,{T0}",  # 1  10:00                    session A
+    f"1,11,7,pv,{T0 + 600}",  # 2  10:10              A
+    f"1,11,7,cart,{T0 + 600 + 1800}",  # 3  10:40 (a gap of exactly 30 min)   A
+    f"1,11,7,buy,{T0 + 2400 + 1801}",  # 4  11:10:01 (30 min 1 s later)     B
+    f"2,10,7,pv,{T0 + 300}",  # 5  another user at 10:05          C
+    f"1,12,7,pv,{T0 + 50_340}",  # 6  23:59 on Nov 25              D
+    f"1,12,7,pv,{T0 + 50_460}",  # 7  00:01 on Nov 26, 2 min later: a new day, a new session  E
+]
+
+
+def _sessions(settings: Settings) -> dict[int, str]:
+    """Line number of SESSION_LINES -> session id, and the event id of each line."""
+    ev = _landed(settings, "events", "taobao")
+    by_fields = {
+        (r["user_id"], r["item_id"], r["event_type"], int(r["event_time"].timestamp())): r
+        for r in ev.iter_rows(named=True)
+    }
+    types = {"pv": "view", "cart": "cart", "buy": "purchase"}
+    out = {}
+    for n, line in enumerate(SESSION_LINES, 1):
+        u, i, _, b, t = line.split(",")
+        out[n] = by_fields[(u, i, types[b], int(t))]
+    return out
+
+
+def test_sessions_from_a_30_minute_inactivity_gap(tmp_path):
+    path = tmp_path / "UserBehavior.csv"
+    path.write_text("\n".join(SESSION_LINES) + "\n")
+    settings = Settings(home=tmp_path / "lake")
+    ingest(settings, "taobao", path)
+    rows = _sessions(settings)
+    sid = {n: r["session_id"] for n, r in rows.items()}
+    assert timedelta(minutes=30) == SESSION_GAP
+    assert sid[1] == sid[2] == sid[3] == "s-" + rows[1]["event_id"]  # 10 and exactly 30 minutes: one session
+    assert sid[4] == "s-" + rows[4]["event_id"] != sid[3]  # 30 min 1 s: a new session
+    assert sid[5] == "s-" + rows[5]["event_id"]  # per user
+    assert sid[6] != sid[7] and (rows[6]["ds"], rows[7]["ds"]) == (date(2017, 11, 25), date(2017, 11, 26))
+    assert len(set(sid.values())) == 5
+    # deterministic: a re-ingest changes no byte; a wider gap joins A and B
+    before = _landing(settings)
+    ingest(settings, "taobao", path)
+    assert _landing(settings) == before
+    wide = Settings(home=tmp_path / "wide")
+    ingest(wide, "taobao", path, session_gap=timedelta(hours=1))
+    sid = {n: r["session_id"] for n, r in _sessions(wide).items()}
+    assert sid[1] == sid[4] and sid[6] != sid[4] and sid[6] != sid[7]
+    with pytest.raises(ValueError, match="session_gap"):
+        ingest(wide, "taobao", path, session_gap=timedelta(0))
+
+
+def test_sessions_do_not_depend_on_how_the_events_were_split(tmp_path):
+    """File a has 10:00 and 10:40 (two sessions on its own), file b the 10:10 between them: in either
+    order the day ends with the one session of the whole file."""
+    lines = SESSION_LINES
+    files = {}
+    for name, keep in (("a", [1, 3, 4, 6]), ("b", [2, 5, 7]), ("whole", range(1, 8))):
+        files[name] = tmp_path / f"{name}.csv"
+        files[name].write_text("\n".join(lines[k - 1] for k in keep) + "\n")
+    homes = {k: Settings(home=tmp_path / k) for k in ("ab", "ba", "whole", "a")}
+    ingest(homes["a"], "taobao", files["a"])
+    alone = _landed(homes["a"], "events", "taobao").sort("event_time")["session_id"].to_list()
+    assert alone[0] != alone[1]  # 10:00 and 10:40 alone: two sessions
+    ingest(homes["ab"], "taobao", files["a"])
+    ingest(homes["ab"], "taobao", files["b"])
+    ingest(homes["ba"], "taobao", files["b"])
+    ingest(homes["ba"], "taobao", files["a"])
+    ingest(homes["whole"], "taobao", files["whole"])
+    assert _landing(homes["ab"]) == _landing(homes["ba"]) == _landing(homes["whole"])
+    sid = {n: r["session_id"] for n, r in _sessions(homes["ab"]).items()}
+    assert sid[1] == sid[2] == sid[3] != sid[4]
+
+
+# ---------------------------------------------------------------- the landing-zone lock
+
+
+def _race_files(root: Path) -> tuple[Path, Path]:
+    """Two RetailRocket files with different events on the same two days."""
+    header, *body = RETAILROCKET.read_text().split("\n")
+    root.mkdir(parents=True, exist_ok=True)
+    a, b = root / "a.csv", root / "b.csv"
+    a.write_text("\n".join([header, body[0], body[1], body[5]]) + "\n")  # June 1 (2), June 2 (1)
+    b.write_text("\n".join([header, body[2], body[3], body[4]]) + "\n")  # June 1 (2), June 2 (1)
+    return a, b
+
+
+def _race_child(home: str, path: str, barrier, locked: bool) -> None:
+    """Run in a spawned process: ingest ``path``, starting the write phase together with the other
+    process. ``locked``: as shipped (the first merge is slowed down, so that without the lock the other
+    process would read the same old files); else the lock is replaced by nothing and both processes
+    read a day's files before either writes them (the lost update the lock prevents)."""
+    import mtl_model.ingest as m
+
+    real_lock, real_merge = m._landing_lock, m._merge_events
+    first = []
+
+    def lock(landing, timeout):
+        barrier.wait(120)
+        return real_lock(landing, timeout) if locked else contextlib.nullcontext()
+
+    def merge(*args):
+        out = real_merge(*args)
+        if not first:
+            first.append(True)
+            time.sleep(0.5) if locked else barrier.wait(120)
+        return out
+
+    m._landing_lock, m._merge_events = lock, merge
+    m.ingest(Settings(home=Path(home)), "retailrocket", Path(path))
+
+
+def _race(home: Path, a: Path, b: Path, locked: bool) -> None:
+    ctx = multiprocessing.get_context("spawn")  # polars' threads do not survive a fork
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_race_child, args=(str(home), str(p), barrier, locked)) for p in (a, b)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def test_concurrent_ingests_into_one_landing_zone(tmp_path):
+    a, b = _race_files(tmp_path / "in")
+    sequential = Settings(home=tmp_path / "sequential")
+    ingest(sequential, "retailrocket", a)
+    ingest(sequential, "retailrocket", b)
+    _race(tmp_path / "parallel", a, b, locked=True)
+    parallel = Settings(home=tmp_path / "parallel")
+    assert _landing(parallel, quarantine=True) == _landing(sequential, quarantine=True)
+    assert _landed(parallel, "events", "retailrocket").height == 6
+    assert (parallel.landing_dir / LOCK_NAME).exists()
+
+
+def test_without_the_lock_concurrent_merges_lose_rows(tmp_path):
+    """The control of the test above: with the lock taken out, the same race loses a file's rows."""
+    a, b = _race_files(tmp_path / "in")
+    _race(tmp_path / "parallel", a, b, locked=False)
+    assert _landed(Settings(home=tmp_path / "parallel"), "events", "retailrocket").height < 6
+
+
+def test_lock_timeout(tmp_path, capsys):
+    settings = Settings(home=tmp_path)
+    settings.landing_dir.mkdir(parents=True)
+    fd = os.open(settings.landing_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another ingest is writing
+        with pytest.raises(IngestError, match="another ingest is writing"):
+            ingest(settings, "retailrocket", RETAILROCKET, lock_timeout=0)
+        t0 = time.monotonic()
+        with pytest.raises(IngestError, match="still locked"):
+            ingest(settings, "retailrocket", RETAILROCKET, lock_timeout=0.3)
+        assert time.monotonic() - t0 >= 0.3 and "waiting for another ingest" in capsys.readouterr().err
+        assert not (settings.landing_dir / "events").exists()
+    finally:
+        os.close(fd)
+    assert ingest(settings, "retailrocket", RETAILROCKET, lock_timeout=0).rows_landed == 7
