@@ -15,7 +15,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
 from mtl_model import nightly
 from mtl_model.config import DBT_PROJECT_DIR, load_settings
@@ -55,13 +55,16 @@ def tandem_nightly() -> None:
         profile_config=ProfileConfig(
             profile_name="tandem", target_name="dev", profiles_yml_filepath=DBT_PROJECT_DIR / "profiles.yml"
         ),
+        # one `dbt build` for the whole night (the producer task), watched model by model by sensor
+        # tasks: per-model tasks in Airflow without a dbt start-up (~4-6 s) for each of them
         execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER,
             invocation_mode=InvocationMode.SUBPROCESS,
             dbt_executable_path=Path(sys.executable).parent / "dbt",
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_LS,
-            test_behavior=TestBehavior.BUILD,
+            test_behavior=TestBehavior.AFTER_EACH,  # the producer's build runs the tests; a task each
             should_detach_multiple_parents_tests=True,  # a test of two models runs after both
             emit_datasets=False,
         ),

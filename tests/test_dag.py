@@ -46,11 +46,15 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     tasks = info["tasks"]
     # ephemeral models render as EmptyOperator (they never touch the warehouse)
     dbt_tasks = [t for t, v in tasks.items() if t.startswith("dbt.") and v["operator"] != "EmptyOperator"]
-    assert {
-        "dbt.stg_events_model_build",
-        "dbt.interactions_model_build",
-        "dbt.training_samples_model_build",
-    } <= set(dbt_tasks)
+    assert {"dbt.stg_events.run", "dbt.interactions.run", "dbt.training_samples_run"} <= set(dbt_tasks)
+    # one `dbt build` for the night (cosmos watcher mode); a sensor task per model and test follows it
+    assert tasks["dbt.dbt_producer_watcher"]["operator"] == "DbtProducerWatcherOperator"
+    assert tasks["dbt.dbt_producer_watcher"]["upstream"] == ["resolve_ds"]
+    assert tasks["dbt.interactions.run"]["operator"] == "DbtRunWatcherOperator"
+    assert tasks["dbt.interactions.test"]["upstream"] == ["dbt.interactions.run"]
+    # the landed = staged + quarantined + duplicates test waits for both of its models
+    accounted = tasks["dbt.assert_every_landed_event_is_accounted_for_test"]["upstream"]
+    assert {"dbt.stg_events.test", "dbt.stg_events_quarantine.test"} <= set(accounted)
     for name in [*dbt_tasks, "check", "export", "publish"]:
         assert tasks[name]["pool"] == "duckdb", name  # every task that opens the warehouse
     for name in ("train", "score", "anomalies", "resolve_ds"):

@@ -3,7 +3,9 @@
 One test, in stages, because each nightly run costs about a minute on 2 cores:
 1. a day runs green and publishes every output table;
 2. rerunning the same day leaves every output and warehouse table identical (no duplicates);
-3. a day whose data fails a check stops before training and publishing: the last good day stays.
+3. a day whose data fails a check stops before training and publishing: the last good day stays;
+4. a day whose landed file cannot be typed (dbt fails in the one watcher `dbt build`) stops the
+   night in the dbt task group, naming the model's task.
 """
 
 from __future__ import annotations
@@ -98,3 +100,15 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
     assert not (home / "exports" / f"ds={nxt}").exists()  # stopped before export and training
     assert (home / "models" / "CURRENT").read_text() == current
     assert snapshot(home) == after  # yesterday's outputs untouched
+
+    # 4. schema drift dbt cannot type (a text position): the dbt build fails and the night stops there
+    drifted = events.with_columns(pl.col("position").cast(pl.String))
+    drifted[:1].with_columns(pl.lit("third").alias("position")).vstack(drifted[1:]).write_parquet(
+        folder / "part-0.parquet"
+    )
+    broken_dbt = tandem_cli(home, "run", "--ds", str(nxt))
+    assert broken_dbt.returncode != 0
+    assert "dbt.stg_events" in broken_dbt.stderr + broken_dbt.stdout  # the failed model's task is named
+    assert not (home / "exports" / f"ds={nxt}").exists()
+    assert (home / "models" / "CURRENT").read_text() == current
+    assert snapshot(home) == after
