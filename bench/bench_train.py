@@ -3,13 +3,17 @@ embedding gradients, side by side with torch-rechub's MMOE and PLE on identical 
 
     python bench/bench_train.py                      # defaults below: ~500k simulated exposures, 2 epochs
     python bench/bench_train.py --users 4000 --epochs 1 --no-rechub   # a quick look
+    python bench/bench_train.py --features --no-rechub   # + dbt-like f_* features: log vs linear
 
 Data: ``mtl_model.simulate`` (7 days; the last is the validation day), turned into exposures exactly
 as the dbt model ``interactions`` does (see bench/common.py), encoded once with Tandem's encoders;
 every model below trains on the same tensors with the same batch size, learning rate and epochs.
+``--features`` adds point-in-time ``f_*`` count / rate features (``bench.common.with_features``, like the
+dbt feature models) to every model's input, and rows that train on the same features without the log
+of counts and amounts (``FeatureSpec(log_counts=False)``), to measure that transform.
 
 * ``tandem``: :func:`mtl_model.train.fit_model`, the nightly training loop (tensors in memory, a seeded
-  permutation per epoch, Adam, or SparseAdam on the embeddings + Adam on the rest).
+  permutation per epoch, fused Adam, or a row-sparse Adam on the embeddings + Adam on the rest).
 * ``rechub/own``: torch-rechub 0.9.0 (``pip install --no-deps torch-rechub==0.9.0 scikit-learn``) with
   its own ``MTLTrainer`` and ``DataGenerator`` (a DataLoader over per-row dicts), as its docs use it.
 * ``rechub/loop``: the same rechub model fed from in-memory tensors by a minimal loop (isolates the
@@ -17,7 +21,11 @@ every model below trains on the same tensors with the same batch size, learning 
 
 Speed: samples per second of the fastest epoch of each model (training steps only, validation
 excluded: the least disturbed epoch on a shared machine); compare the ratios within one run, not
-absolute numbers across machines. AUC / GAUC: the validation day, best of
+absolute numbers across machines. ``load``: the 1-minute load average when the row finished. With
+several threads, other jobs on the same cores can stall every OpenMP parallel region (a waiting
+thread spins while its partner is descheduled): rows run under such load can be 10–40× slow, so
+compare rows with a low ``load`` only (``OMP_WAIT_POLICY=PASSIVE`` avoids the stall, at about 10% of
+speed on an idle machine). AUC / GAUC: the validation day, best of
 the epochs for every model (Tandem keeps its best epoch by early stopping; rechub is evaluated after
 each epoch too). Nothing here asserts anything.
 """
@@ -42,8 +50,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors  # noqa: E402
+from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
 from mtl_model.baselines import popularity_scores  # noqa: E402
+from mtl_model.features import FeatureSpec  # noqa: E402
 from mtl_model.metrics import auc, gauc  # noqa: E402
 from mtl_model.models import build_model, predict_proba  # noqa: E402
 from mtl_model.simulate import SimConfig  # noqa: E402
@@ -62,7 +71,9 @@ def quality(probs: dict[str, np.ndarray], t: Tensors) -> dict[str, float]:
     return out
 
 
-def run_tandem(t: Tensors, arch: str, hidden: tuple[int, ...], esmm: bool, sparse: bool, args) -> dict:
+def run_tandem(
+    t: Tensors, arch: str, hidden: tuple[int, ...], esmm: bool, sparse: bool, args, weighting: str = "fixed"
+) -> dict:
     torch.manual_seed(args.seed)
     scene = t.encoders.spec.categorical.index("scene")
     model = build_model(
@@ -90,7 +101,13 @@ def run_tandem(t: Tensors, arch: str, hidden: tuple[int, ...], esmm: bool, spars
             learning_rate=args.lr,
             seed=args.seed,
             device=torch.device("cpu"),
-            options=TrainOptions(sparse_embeddings=sparse, patience=0, checkpoints=False, baselines=False),
+            options=TrainOptions(
+                sparse_embeddings=sparse,
+                loss_weighting=weighting,
+                patience=0,
+                checkpoints=False,
+                baselines=False,
+            ),
         )
     p = predict_proba(model, t.cat_va, t.num_va)
     speed = max(t.cat_tr.shape[0] / h["train_seconds"] for h in fit.history)  # the least disturbed epoch
@@ -240,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--no-rechub", action="store_true")
+    parser.add_argument("--features", action="store_true", help="add f_* features; log vs linear rows")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -259,13 +277,18 @@ def main(argv: list[str] | None = None) -> int:
                 seed=7,
             ),
         )
+        if args.features:
+            samples = with_features(samples)
         t = to_tensors(samples)
+        t_linear = to_tensors(samples, FeatureSpec(log_counts=False)) if args.features else None
     print(
         f"{samples.height:,} exposures ({t.cat_tr.shape[0]:,} train, {t.cat_va.shape[0]:,} validation), "
         f"vocabularies {dict(zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True))}, "
         f"positive rates {dict(zip(TASKS, t.y_tr.mean(0).tolist(), strict=True))}; prepared in "
         f"{timer.seconds:.1f}s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}",
+        f"epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}; numeric features "
+        f"{list(t.encoders.spec.numeric)}, of which log1p {list(t.encoders.spec.log_numeric)} and signed "
+        f"log1p {list(t.encoders.spec.signed_log_numeric)}; load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
 
@@ -287,7 +310,26 @@ def main(argv: list[str] | None = None) -> int:
         ("tandem mmoe sparse", lambda: run_tandem(t, "mmoe", (128, 64), False, True, args)),
         ("tandem ple[64x2] dense", lambda: run_tandem(t, "ple", (64, 64), False, False, args)),
         ("tandem ple[64x2] sparse", lambda: run_tandem(t, "ple", (64, 64), False, True, args)),
+        (
+            "tandem mmoe+esmm sparse pcgrad",
+            lambda: run_tandem(t, "mmoe", (128, 64), True, True, args, "pcgrad"),
+        ),
     ]
+    if t_linear is not None:  # the same models on the same f_* features without the log of counts
+        runs += [
+            (
+                "tandem shared_bottom sparse (f_ linear)",
+                lambda: run_tandem(t_linear, "shared_bottom", (128, 64), False, True, args),
+            ),
+            (
+                "tandem mmoe+esmm sparse (f_ linear)",
+                lambda: run_tandem(t_linear, "mmoe", (128, 64), True, True, args),
+            ),
+            (
+                "tandem ple+esmm sparse (f_ linear)",
+                lambda: run_tandem(t_linear, "ple", (128, 64), True, True, args),
+            ),
+        ]
     if not args.no_rechub:
         runs += [
             ("rechub MMOE own trainer", lambda: run_rechub_own(t, "mmoe", args)),
@@ -300,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if only and name not in only:
             continue
         result = run()
-        rows.append({"model": name, **result})
+        rows.append({"model": name, **result, "load": f"{os.getloadavg()[0]:.2f}"})
         print(
             f"  {name}: {result['samples_per_s']:,.0f} samples/s, mean AUC {result['mean_auc']:.4f}",
             flush=True,
@@ -313,11 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         name = r["model"].lower()
         kind = "MMOE" if "mmoe" in name else "PLE[64x2]" if "ple[64x2]" in name else None
-        kind = None if "single-task" in name else kind
+        kind = None if "single-task" in name or "pcgrad" in name or "f_ linear" in name else kind
         if "samples_per_s" in r and kind and ref.get(kind):
             r["x_rechub"] = r["samples_per_s"] / ref[kind]
     columns = ["model", "samples_per_s", "x_rechub", *(f"auc_{k}" for k in TASKS), "mean_auc"]
-    columns += [f"gauc_{k}" for k in TASKS]
+    columns += [f"gauc_{k}" for k in TASKS] + ["load"]
     print()
     print(table(rows, columns, markdown=args.markdown))
     return 0

@@ -6,6 +6,11 @@ landing-zone events into one row per exposure exactly like ``dbt_project/models/
 (group by session, user, item and scene; labels = any click / cart / purchase; ``exposure_id`` =
 md5(session|user|item|scene)), so the benchmark trains on what the nightly export would hold, plus the
 simulator's true probabilities of each exposure (the AUC ceiling).
+
+``with_features`` adds point-in-time ``f_*`` features computed like the dbt feature models
+(``user_features``, ``item_features``, ``user_category_features``: sums over the 1 / 7 / 30 days ending
+the day before each exposure, smoothed rates as the ``smoothed_rate`` macro), a subset of their columns
+with the same names, so the encoders treat them as the nightly export's.
 """
 
 from __future__ import annotations
@@ -73,6 +78,82 @@ def simulated_samples(home: Path, last_day: date, days: int, config: SimConfig) 
         *TASKS,
         *(f"p_{t}" for t in TASKS),
     )
+
+
+def _smoothed(hits: str, trials: str, prior: float, strength: float = 20.0) -> pl.Expr:
+    return (pl.col(hits) + prior * strength) / (pl.col(trials) + strength)
+
+
+def _window(stats: pl.DataFrame, keys: list[str], day: date, days: int, measures: list[str]) -> pl.DataFrame:
+    """Sums of ``measures`` per ``keys`` over the ``days`` days ending the day before ``day``."""
+    recent = stats.filter(pl.col("ds").is_between(day - timedelta(days=days), day - timedelta(days=1)))
+    return recent.group_by(keys).agg(pl.col(m).sum().alias(f"{m}_{days}d") for m in measures)
+
+
+def with_features(exposures: pl.DataFrame) -> pl.DataFrame:
+    """``exposures`` plus ``f_*`` columns as of the end of the day before each exposure (see the module
+    docstring); null where the user / item / user × category has no earlier exposure."""
+    x = exposures.with_columns(pl.col(t).cast(pl.Float64) for t in TASKS).with_columns(
+        (pl.col("price").fill_null(0.0) * pl.col("purchase")).alias("spend")
+    )
+    user_day = x.group_by("ds", "user_id").agg(
+        pl.len().alias("impressions"), *(pl.col(t).sum().alias(f"{t}s") for t in TASKS), pl.col("spend").sum()
+    )
+    item_day = x.group_by("ds", "item_id").agg(
+        pl.len().alias("exposures"),
+        pl.col("click").sum().alias("clicks"),
+        pl.col("purchase").sum().alias("purchases"),
+    )
+    uc_day = x.group_by("ds", "user_id", "category_id").agg(pl.col("click").sum().alias("clicks"))
+    frames = []
+    for day in x.get_column("ds").unique().sort().to_list():
+        users = _window(
+            user_day, ["user_id"], day, 30, ["impressions", "clicks", "carts", "purchases", "spend"]
+        )
+        for days in (1, 7):
+            users = users.join(
+                _window(user_day, ["user_id"], day, days, ["impressions", "clicks", "carts", "purchases"]),
+                on="user_id",
+                how="left",
+            )
+        last = user_day.filter(pl.col("ds") < day).group_by("user_id").agg(pl.col("ds").max().alias("last"))
+        users = users.join(last, on="user_id", how="left").select(
+            "user_id",
+            *(
+                pl.col(f"{m}_{d}d").fill_null(0.0).alias(f"f_u_{m}_{d}d")
+                for d in (1, 7, 30)
+                for m in ("impressions", "clicks", "carts", "purchases")
+            ),
+            _smoothed("clicks_30d", "impressions_30d", 0.1).alias("f_u_ctr_30d"),
+            _smoothed("purchases_30d", "clicks_30d", 0.05).alias("f_u_cvr_30d"),
+            pl.col("spend_30d").alias("f_u_spend_30d"),
+            (pl.lit(day - timedelta(days=1)) - pl.col("last"))
+            .dt.total_days()
+            .cast(pl.Float64)
+            .alias("f_u_days_since_last_active"),
+        )
+        items = _window(item_day, ["item_id"], day, 30, ["exposures", "clicks", "purchases"]).join(
+            _window(item_day, ["item_id"], day, 7, ["exposures", "clicks"]), on="item_id", how="left"
+        )
+        items = items.select(
+            "item_id",
+            pl.col("exposures_7d").fill_null(0.0).alias("f_i_exposures_7d"),
+            pl.col("exposures_30d").alias("f_i_exposures_30d"),
+            pl.col("purchases_30d").alias("f_i_purchases_30d"),
+            _smoothed("clicks_7d", "exposures_7d", 0.1).fill_null(0.1).alias("f_i_ctr_7d"),
+            _smoothed("clicks_30d", "exposures_30d", 0.1).alias("f_i_ctr_30d"),
+            _smoothed("purchases_30d", "clicks_30d", 0.05).alias("f_i_cvr_30d"),
+        )
+        uc = _window(uc_day, ["user_id", "category_id"], day, 30, ["clicks"]).rename(
+            {"clicks_30d": "f_uc_clicks_30d"}
+        )
+        frames.append(
+            exposures.filter(pl.col("ds") == day)
+            .join(users, on="user_id", how="left", maintain_order="left")
+            .join(items, on="item_id", how="left", maintain_order="left")
+            .join(uc, on=["user_id", "category_id"], how="left", maintain_order="left")
+        )
+    return pl.concat(frames)  # the rows in their order (exposures are sorted by day first)
 
 
 @dataclass

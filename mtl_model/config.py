@@ -58,7 +58,7 @@ class Settings:
     ple_levels: int = 2  # PLE extraction levels
     ple_task_experts: int = 1  # PLE experts per task and level
     ple_shared_experts: int = 2  # PLE shared experts per level
-    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm
+    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm | pcgrad
     task_weights: tuple[float, ...] = ()  # fixed weights, in task order (empty: all 1)
     gradnorm_alpha: float = 1.5
     class_balance: str = "none"  # none (calibrated probabilities) | pos_weight | focal
@@ -66,6 +66,7 @@ class Settings:
     sparse_embeddings: bool = True  # sparse embedding gradients + a row-sparse Adam
     max_vocab: int = 0  # 0: no cap; else ids beyond the cap are hashed into hash_buckets
     hash_buckets: int = 4096
+    log_counts: bool = True  # sign(x)·log1p(|x|) on the non-negative count / amount f_* features
     patience: int = 2  # early stopping on the validation day
     checkpoints: bool = True  # a checkpoint each epoch; a crashed run resumes from it
     checkpoint_dir: Path | None = None  # default models_dir/.checkpoints

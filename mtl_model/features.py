@@ -12,13 +12,22 @@ uses exactly the vocabularies and statistics the model was trained with.
   below ``min_count``, or first met at scoring time) is hashed into one of ``hash_buckets`` shared
   codes after the vocabulary. The hash is an unkeyed BLAKE2b of the UTF-8 value, stable across
   processes, machines and library versions (unlike Python's ``hash`` or polars' ``hash``).
-* Numeric columns: ``log1p`` for the columns in ``FeatureSpec.log_numeric`` (price), nulls filled
-  with the training median, then standardised with the training mean and standard deviation. There
+* Numeric columns: ``log1p`` for the columns in ``FeatureSpec.log_numeric`` (price, clipped at 0)
+  and ``sign(x) · log1p(|x|)`` for those in ``FeatureSpec.signed_log_numeric`` (see below), nulls
+  filled with the training median, then standardised with the training mean and standard deviation. There
   is no missing flag: candidates may have no position at all, and a flag that was never set in
   training would feed an untrained weight at scoring time. Besides ``FeatureSpec.numeric``, every
   numeric (or boolean) column of the training rows whose name starts with ``numeric_prefix``
   (``f_``) becomes a numeric feature; the fitted encoders list them explicitly, so scoring uses the
   same columns (a missing one is all null, i.e. the training median).
+* Counts and amounts (``FeatureSpec.log_counts``): the dbt features are heavy-tailed (a few users
+  with thousands of impressions, spend up to 100× the median). Rule, applied at fit time to each
+  ``numeric_prefix`` column: every training value ≥ 0 and some value > 1 (a count, an amount, a
+  price, a number of days, a ratio of amounts; not a rate or share in [0, 1], and not a column with
+  negative values) → ``sign(x) · log1p(|x|)`` (= log1p on the training range; defined for a negative
+  value met at scoring time). The chosen columns are written to the encoders JSON
+  (``signed_log_numeric``), so scoring applies exactly the transforms the model was trained with.
+  Encoders of formats 1–2 (before this rule) read back with no such column.
 """
 
 from __future__ import annotations
@@ -35,8 +44,8 @@ import torch
 NULL_CODE = 0
 OOV_CODE = 1
 FIRST_KNOWN_CODE = 2
-ENCODERS_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+ENCODERS_FORMAT = 3  # 3: signed_log_numeric and log_counts in the spec
+READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,9 @@ class FeatureSpec:
 
     categorical: tuple[str, ...] = ("user_id", "item_id", "category_id", "scene")
     numeric: tuple[str, ...] = ("position", "price")
-    log_numeric: tuple[str, ...] = ("price",)
+    log_numeric: tuple[str, ...] = ("price",)  # log1p(max(x, 0))
+    log_counts: bool = True  # at fit: prefixed count / amount columns (see module docstring) get a log
+    signed_log_numeric: tuple[str, ...] = ()  # sign(x) · log1p(|x|); filled in by Encoders.fit
     min_count: int = 2  # categorical values seen fewer times in training map to OOV (or a hash bucket)
     numeric_prefix: str = "f_"  # numeric columns named so are picked up as numeric features ("" = off)
     max_vocab: int = 0  # per categorical column; 0 = no cap. Beyond it, values are hashed into buckets
@@ -93,7 +104,22 @@ def _numeric_expr(df: pl.DataFrame, name: str, spec: FeatureSpec) -> pl.Expr:
     expr = _column(df, name, pl.Float64())
     if name in spec.log_numeric:
         expr = expr.clip(lower_bound=0.0).log1p()
+    elif name in spec.signed_log_numeric:
+        expr = expr.sign() * expr.abs().log1p()
     return expr
+
+
+def count_columns(df: pl.DataFrame, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Of ``names``, the columns of ``df`` that look like counts or amounts: every non-null value ≥ 0
+    and at least one > 1 (the ``log_counts`` rule of the module docstring)."""
+    present = [n for n in names if n in df.columns]
+    if not present or df.is_empty():
+        return ()
+    values = df.select(pl.col(n).cast(pl.Float64).fill_nan(None) for n in present)
+    low, high = values.min().row(0), values.max().row(0)
+    return tuple(
+        n for n, lo, hi in zip(present, low, high, strict=True) if lo is not None and lo >= 0 and hi > 1
+    )
 
 
 @dataclass
@@ -116,6 +142,9 @@ class Encoders:
         extra = _auto_numeric(df, spec)
         if extra:
             spec = replace(spec, numeric=(*spec.numeric, *extra))
+        if spec.log_counts:
+            counts = count_columns(df, tuple(c for c in extra if c not in spec.log_numeric))
+            spec = replace(spec, signed_log_numeric=tuple(dict.fromkeys((*spec.signed_log_numeric, *counts))))
         vocabs: dict[str, list[str]] = {}
         hashed: dict[str, int] = {}
         for name in spec.categorical:
@@ -226,6 +255,8 @@ class Encoders:
             numeric_prefix=str(raw.get("numeric_prefix", defaults.numeric_prefix)),
             max_vocab=int(raw.get("max_vocab", 0)),
             hash_buckets=int(raw.get("hash_buckets", defaults.hash_buckets)),
+            log_counts=bool(raw.get("log_counts", False)),  # formats 1–2: no count logs
+            signed_log_numeric=tuple(raw.get("signed_log_numeric", ())),
         )
         numeric = {name: NumericStats(**stats) for name, stats in data["numeric"].items()}
         return cls(

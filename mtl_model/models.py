@@ -7,7 +7,11 @@ logit of the *unconditional* probability pCTCVR = pCTR × pCVR, so ``sigmoid`` o
 probability per exposure and training, scoring and evaluation treat all tasks alike.
 
 Shapes in comments: B batch, C categorical features, D embedding dim, F numeric features, I input dim
-(C·D + F), E experts, T tasks, H hidden dim, S scene codes.
+(C·D + F), E experts, T tasks, H hidden dim, S scene codes, G gates, K embedding tables.
+
+CPU speed (``bench/bench_train.py``): experts and towers run as batched matmuls over stacked weights,
+the categorical features as one lookup in one stacked table, gate logits batch-last (softmax along
+the batch) and every gate's mixture of experts as one batched matmul.
 """
 
 from __future__ import annotations
@@ -37,10 +41,6 @@ def _mlp(in_dim: int, dims: Sequence[int]) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), in_dim
 
 
-def _tower(in_dim: int, tower_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, tower_dim), nn.ReLU(), nn.Linear(tower_dim, 1))
-
-
 def _uniform_(tensor: torch.Tensor, fan_in: int) -> None:
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     nn.init.uniform_(tensor, -bound, bound)
@@ -59,16 +59,22 @@ def product_logit(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
     return log_p - log_1mp
 
 
-def mix(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-    """Gate-weighted sum of experts: weights [..., B, m], experts [..., m, B, H] → [..., B, H].
+def softmax_gates(logits: torch.Tensor) -> torch.Tensor:
+    """Gate weights from batch-last logits: [..., m, B] → softmax over the m experts → [B, ..., m].
 
-    A short loop of fused multiply-adds over the (few) experts: ``einsum`` turns this contraction into
-    a ``bmm`` over B tiny matrices, several times slower on CPU.
+    Batch-last, the softmax runs vectorised along the batch; over a last dim of 3–5 experts it is ~6×
+    slower on CPU. The result is made contiguous for :func:`mixture`.
     """
-    out = weights[..., 0:1] * experts.select(-3, 0)
-    for j in range(1, weights.shape[-1]):
-        out = torch.addcmul(out, weights[..., j : j + 1], experts.select(-3, j))
-    return out
+    return torch.softmax(logits, dim=-2).movedim(-1, 0).contiguous()
+
+
+def mixture(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Gate-weighted sums of experts for G gates at once: Σ_e weights[b, g, e] · experts[e, b, :].
+
+    weights [B, G, E] (contiguous), experts [E, B, H] → [G, B, H]: one batched matmul, a [G, E] @
+    [E, H] product per row. (Strided small matrices send MKL's batched GEMM down a path ~8× slower.)
+    """
+    return torch.einsum("bge,ebh->gbh", weights.contiguous(), experts)
 
 
 class ExpertBank(nn.Module):
@@ -95,22 +101,111 @@ class ExpertBank(nn.Module):
         self.out_dim = in_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w0, b0 = self.weights[0], self.biases[0]  # [n, I, H1], [n, 1, H1]
-        if x.dim() == 2:  # shared input, broadcast (no copy) to every expert: [n, B, I]
-            x = x.expand(self.n, -1, -1)
-        h = torch.relu(torch.baddbmm(b0, x, w0))  # [n, B, I] @ [n, I, H1] → [n, B, H1], contiguous
-        for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
-            h = torch.relu(torch.baddbmm(b, h, w))  # [n, B, H_k]
-        return h
+        return run_experts([self], x)
+
+
+def run_experts(banks: Sequence[ExpertBank], x: torch.Tensor) -> torch.Tensor:
+    """Banks with the same layer sizes evaluated as one (their weights stacked per layer, a small copy):
+    x [B, I] (shared) or [n, B, I] (one input per expert, n = Σ bank sizes) → [n, B, H_last]."""
+    n = sum(bank.n for bank in banks)
+    if x.dim() == 2:  # shared input, broadcast (no copy) to every expert: [n, B, I]
+        x = x.expand(n, -1, -1)
+    h = x
+    for k in range(len(banks[0].weights)):
+        w = banks[0].weights[k] if len(banks) == 1 else torch.cat([bank.weights[k] for bank in banks])
+        b = banks[0].biases[k] if len(banks) == 1 else torch.cat([bank.biases[k] for bank in banks])
+        h = torch.baddbmm(b, h, w).relu_()  # [n, B, in] @ [n, in, out] → [n, B, out] (ReLU in place)
+    return h
+
+
+# 1: one nn.Embedding per feature (+ gate_scene), one nn.Sequential tower per task;
+# 2: one FeatureEmbedding, TaskTowers. Layout-1 state dicts are converted on load (_upgrade_layout_1).
+PARAMETER_LAYOUT = 2
+
+
+class FeatureEmbedding(nn.Embedding):
+    """The embedding tables of K categorical features stacked into one table: one lookup per batch
+    (and one sparse gradient, one optimizer update) instead of one per feature.
+
+    codes [B, C] (per-feature codes, :mod:`mtl_model.features`) → vectors [B, K, D], where table k reads
+    column ``columns[k]`` (a column may feed two tables: the gates' own scene embedding). Row 0 is the
+    null vector shared by every table (code 0, zero and never updated: ``padding_idx``); code c ≥ 1 of
+    table k is row ``offsets[k] + c`` with ``offsets[k] = Σ_{j<k} (sizes[j] − 1)``. Every other row is
+    initialised N(0, 0.05²) except each table's OOV row (code 1), which starts at zero.
+    """
+
+    def __init__(self, sizes: Sequence[int], dim: int, columns: Sequence[int], sparse: bool = False) -> None:
+        if len(sizes) != len(columns) or any(int(n) < 2 for n in sizes):
+            raise ValueError(f"one size ≥ 2 (null + OOV) per table needed, got {list(sizes)}")
+        self.sizes = [int(n) for n in sizes]
+        offsets = [0]
+        for n in self.sizes[:-1]:
+            offsets.append(offsets[-1] + n - 1)
+        super().__init__(1 + sum(n - 1 for n in self.sizes), dim, padding_idx=0, sparse=sparse)
+        self.register_buffer("columns", torch.tensor(list(columns), dtype=torch.long), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer("limits", torch.tensor(self.sizes, dtype=torch.long), persistent=False)
+        nn.init.normal_(self.weight, std=0.05)
+        with torch.no_grad():
+            self.weight[0].zero_()  # null
+            self.weight[self.offsets + 1] = 0.0  # every table's OOV row starts neutral
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = codes.index_select(1, self.columns)  # [B, K]
+        # a code beyond its table would read another table's row: checked when scoring (codes of other
+        # encoders?); training codes come from the encoders fitted on the same rows
+        if not self.training and bool(((codes < 0) | (codes >= self.limits)).any()):
+            raise IndexError(f"categorical codes out of range for table sizes {self.sizes}")
+        rows = torch.where(codes > 0, codes + self.offsets, 0)  # [B, K] rows of the stacked table
+        return super().forward(rows)  # [B, K, D]
+
+    def rows(self, k: int) -> slice:
+        """Rows of table ``k``'s codes 1 … sizes[k] − 1 in the stacked table."""
+        start = int(self.offsets[k]) + 1
+        return slice(start, start + self.sizes[k] - 1)
+
+
+def _upgrade_layout_1(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load-time upgrade of a layout-1 state dict (see :data:`PARAMETER_LAYOUT`); outputs are unchanged.
+
+    * ``embeddings.<c>.weight`` [V_c, D] per feature and ``gate_scene.weight`` → ``embedding.weight``:
+      the rows c ≥ 1 of each table, in table order, after one null row (null rows are zero);
+    * ``towers.<task>.{0,2}.{weight,bias}`` (nn.Linear: [out, in]) → :class:`TaskTowers` ([T, in, out]).
+    """
+    old = [f"{prefix}embeddings.{c}.weight" for c in range(module.n_features)]
+    if all(key in state_dict for key in old):
+        if module.has_gate_scene:
+            old.append(f"{prefix}gate_scene.weight")
+        tables = [state_dict.pop(key) for key in old if key in state_dict]
+        sizes = module.embedding.sizes
+        if [t.shape[0] for t in tables] != sizes:
+            raise RuntimeError(
+                f"layout-1 embedding tables of sizes {[t.shape[0] for t in tables]} do not fit this "
+                f"model's {sizes}"
+            )
+        null = torch.zeros_like(tables[0][:1])
+        state_dict[f"{prefix}embedding.weight"] = torch.cat([null, *(t[1:] for t in tables)])
+    tower = [f"{prefix}towers.{task}." for task in module.tasks]
+    if all(f"{t}0.weight" in state_dict for t in tower):
+        layers = {
+            name: [state_dict.pop(f"{t}{name}") for t in tower]
+            for name in ("0.weight", "0.bias", "2.weight", "2.bias")
+        }
+        state_dict[f"{prefix}towers.hidden.weights.0"] = torch.stack([w.t() for w in layers["0.weight"]])
+        state_dict[f"{prefix}towers.hidden.biases.0"] = torch.stack(layers["0.bias"]).unsqueeze(1)
+        state_dict[f"{prefix}towers.w_out"] = torch.stack([w.t() for w in layers["2.weight"]])
+        state_dict[f"{prefix}towers.b_out"] = torch.stack(layers["2.bias"]).view(-1, 1, 1)
 
 
 class MultiTaskNet(nn.Module):
     """Common parts of the joint models: input embeddings, per-task towers, scene towers, ESMM.
 
-    * One embedding table per categorical feature; code 0 (null) is a fixed zero vector, code 1 (OOV)
-      starts at zero. ``sparse=True`` makes the tables emit sparse gradients (for ``SparseAdam``).
+    * Every categorical feature's embedding table lives in one :class:`FeatureEmbedding` (one lookup
+      per batch); code 0 (null) is a fixed zero vector, code 1 (OOV) starts at zero. ``sparse=True``
+      makes the table emit sparse gradients (for a row-sparse Adam).
     * ``scene_index``: position of the scene column among the categoricals (None: no scene). Gated
-      backbones concatenate a gate-only scene embedding [B, D] to every gate input.
+      backbones concatenate a gate-only scene embedding [B, D] (a table of its own in the same
+      :class:`FeatureEmbedding`) to every gate input.
     * ``scene_towers``: per task, a scene-specific residual tower is added to the shared tower's logit.
       Its last layer starts at zero, so a scene never seen in training (null / OOV code) falls back to
       the shared tower exactly.
@@ -148,23 +243,16 @@ class MultiTaskNet(nn.Module):
         self.esmm = bool(esmm)
         self.esmm_tasks = tuple(t for t in self.tasks if t != ESMM_PARENT) if esmm else ()
         self.scene_index = scene_index
-        self.embeddings = nn.ModuleList(
-            nn.Embedding(int(size), embedding_dim, padding_idx=0, sparse=sparse) for size in cardinalities
+        self.n_features = len(cardinalities)
+        self.has_gate_scene = gated and scene_index is not None  # gates read a scene embedding of their own
+        columns = list(range(self.n_features)) + ([scene_index] if self.has_gate_scene else [])
+        sizes = [int(size) for size in cardinalities] + (
+            [int(cardinalities[scene_index])] if self.has_gate_scene else []
         )
-        for emb in self.embeddings:
-            nn.init.normal_(emb.weight, std=0.05)
-            with torch.no_grad():
-                emb.weight[:2].zero_()  # null and OOV rows start neutral
+        self.embedding = FeatureEmbedding(sizes, embedding_dim, columns, sparse=sparse)
         self.in_dim = embedding_dim * len(cardinalities) + n_numeric
-        self.gate_scene: nn.Embedding | None = None
-        if gated and scene_index is not None:
-            self.gate_scene = nn.Embedding(
-                int(cardinalities[scene_index]), embedding_dim, padding_idx=0, sparse=sparse
-            )
-            nn.init.normal_(self.gate_scene.weight, std=0.05)
-            with torch.no_grad():
-                self.gate_scene.weight[:2].zero_()
-        self.gate_extra = embedding_dim if self.gate_scene is not None else 0
+        self.gate_extra = embedding_dim if self.has_gate_scene else 0
+        self.register_load_state_dict_pre_hook(_upgrade_layout_1)
         self.tower_dim = tower_dim
         self.scene_towers: nn.ModuleDict | None = None
         if scene_towers:
@@ -174,7 +262,7 @@ class MultiTaskNet(nn.Module):
 
     def _build_towers(self, rep_dim: int) -> None:
         """Called by subclasses once the backbone's output width ``rep_dim`` is known."""
-        self.towers = nn.ModuleDict({t: _tower(rep_dim, self.tower_dim) for t in self.tasks})
+        self.towers = TaskTowers(len(self.tasks), rep_dim, self.tower_dim)
         if hasattr(self, "_n_scenes"):
             self.scene_towers = nn.ModuleDict(
                 {t: SceneTower(self._n_scenes, rep_dim, self.tower_dim) for t in self.tasks}
@@ -189,24 +277,29 @@ class MultiTaskNet(nn.Module):
         """Parameters of the last layer every task's loss flows through (GradNorm's ``W``)."""
         raise NotImplementedError
 
+    def shared_backbone_parameters(self) -> list[nn.Parameter]:
+        """The shared part of the backbone (shared bottom; MMoE's experts; PLE's shared experts and
+        shared gates): what PCGrad projects. Embeddings are left out (sparse, per-row gradients)."""
+        raise NotImplementedError
+
     def embedding_modules(self) -> list[nn.Embedding]:
-        return [*self.embeddings, *([self.gate_scene] if self.gate_scene is not None else [])]
+        return [self.embedding]
 
     def forward_with_gates(
         self, cat: torch.Tensor, num: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Logits {task: [B]} and gate weights {name: [B, n_experts]} (empty for shared-bottom)."""
-        parts = [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)]  # C × [B, D]
-        x = torch.cat([*parts, num], dim=1)  # [B, I]
+        vectors = self.embedding(cat)  # [B, C (+1 for the gates' scene), D]: one lookup
+        x = torch.cat([vectors[:, : self.n_features].flatten(1), num], dim=1)  # [B, I] = [B, C·D + F]
         scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
-        scene_emb = self.gate_scene(scene) if self.gate_scene is not None else None  # [B, D]
+        scene_emb = vectors[:, self.n_features] if self.has_gate_scene else None  # [B, D]
         reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
         logits: dict[str, torch.Tensor] = {}
-        for task, rep in zip(self.tasks, reps.unbind(0), strict=True):  # unbind: one gradient buffer
-            z = self.towers[task](rep).squeeze(-1)  # [B]
+        z = self.towers(reps)  # [T, B]
+        for k, task in enumerate(self.tasks):
+            logits[task] = z[k]
             if self.scene_towers is not None:
-                z = z + self.scene_towers[task](rep, scene)
-            logits[task] = z
+                logits[task] = z[k] + self.scene_towers[task](reps[k], scene)
         for task in self.esmm_tasks:  # pCTCVR = pCTR × pCVR
             logits[task] = product_logit(logits[ESMM_PARENT], logits[task])
         return logits, gates
@@ -214,6 +307,22 @@ class MultiTaskNet(nn.Module):
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> dict[str, torch.Tensor]:
         """``cat`` LongTensor [B, C], ``num`` FloatTensor [B, F] → {task: logits [B]}."""
         return self.forward_with_gates(cat, num)[0]
+
+
+class TaskTowers(nn.Module):
+    """One tower per task, ``in_dim → tower_dim → 1`` with a ReLU, all T evaluated together (one batched
+    matmul per layer): task inputs [T, B, H] → logits [T, B]. Weights per layer [T, in, out]."""
+
+    def __init__(self, n_tasks: int, in_dim: int, tower_dim: int) -> None:
+        super().__init__()
+        self.hidden = ExpertBank(n_tasks, in_dim, [tower_dim])  # [T, B, H] → relu(...) [T, B, Ht]
+        self.w_out = nn.Parameter(torch.empty(n_tasks, tower_dim, 1))
+        self.b_out = nn.Parameter(torch.empty(n_tasks, 1, 1))
+        _uniform_(self.w_out, tower_dim)
+        _uniform_(self.b_out, tower_dim)
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.b_out, self.hidden(reps), self.w_out).squeeze(-1)  # [T, B]
 
 
 class SceneTower(nn.Module):
@@ -268,7 +377,10 @@ class SharedBottom(MultiTaskNet):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         linears = [m for m in self.bottom if isinstance(m, nn.Linear)]
-        return [linears[-1].weight] if linears else [self.embeddings[0].weight]
+        return [linears[-1].weight] if linears else [self.embedding.weight]
+
+    def shared_backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.bottom.parameters())
 
 
 class MMoE(MultiTaskNet):
@@ -302,12 +414,16 @@ class MMoE(MultiTaskNet):
     def _backbone(self, x, scene_emb):
         experts = self.experts(x)  # [E, B, H]
         gate_in = x if scene_emb is None else torch.cat([x, scene_emb], dim=1)  # [B, I + D]
-        g = torch.softmax(self.gates(gate_in).view(-1, len(self.tasks), self.n_experts), dim=-1)  # [B, T, E]
-        reps = mix(g.transpose(0, 1), experts)  # [T, B, E] · [E, B, H] → [T, B, H]
+        logits = torch.addmm(self.gates.bias.unsqueeze(1), self.gates.weight, gate_in.t())  # [T·E, B]
+        g = softmax_gates(logits.view(len(self.tasks), self.n_experts, -1))  # [B, T, E]
+        reps = mixture(g, experts)  # task t's input: Σ_e g[:, t, e] · expert_e(x) → [T, B, H]
         return reps, {t: g[:, k] for k, t in enumerate(self.tasks)}
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [self.experts.weights[-1]]
+
+    def shared_backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.experts.parameters())
 
 
 class CGC(nn.Module):
@@ -316,6 +432,10 @@ class CGC(nn.Module):
 
     Inputs: per-task [T, B, In], shared [B, In], scene embedding [B, D] or None.
     Outputs: per-task [T, B, H], shared [B, H] (None in the last level), gates {name: [B, n]}.
+
+    The level's experts form one pool [n, B, H] (n = T·m_t task experts, task-major, then m_s shared
+    ones); each task gate's weights sit on its own experts and the shared ones (zero elsewhere), so
+    every gate mixes the pool in one batched matmul (:func:`mixture`).
     """
 
     def __init__(
@@ -330,6 +450,7 @@ class CGC(nn.Module):
     ) -> None:
         super().__init__()
         self.t, self.m_t, self.m_s = n_tasks, n_task_experts, n_shared_experts
+        self.in_dim = in_dim
         self.task_experts = ExpertBank(n_tasks * n_task_experts, in_dim, dims)
         self.shared_experts = ExpertBank(n_shared_experts, in_dim, dims)
         self.out_dim = self.shared_experts.out_dim
@@ -338,36 +459,50 @@ class CGC(nn.Module):
         self.task_gate_b = nn.Parameter(torch.zeros(n_tasks, 1, n_task_experts + n_shared_experts))
         _uniform_(self.task_gate_w, gate_in)
         self.shared_gate = None if last else nn.Linear(gate_in, n_tasks * n_task_experts + n_shared_experts)
+        n = n_tasks * n_task_experts
+        pools = [[k * n_task_experts + j for j in range(n_task_experts)] for k in range(n_tasks)]
+        index = torch.tensor([own + list(range(n, n + n_shared_experts)) for own in pools])  # [T, m_t + m_s]
+        self.register_buffer("pool_index", index, persistent=False)
+
+    def _task_gates(self, task_in: torch.Tensor, scene_emb: torch.Tensor | None, first: bool) -> torch.Tensor:
+        """Softmax weights of each task's gate over its m_t + m_s experts: [B, T, m_t + m_s]."""
+        w_x = self.task_gate_w[:, : self.in_dim].transpose(1, 2)  # [T, m, In]
+        w_s = self.task_gate_w[:, self.in_dim :].transpose(1, 2)  # [T, m, D]: the scene embedding's part
+        b = self.task_gate_b.transpose(1, 2)  # [T, m, 1]
+        if first:  # every gate reads the same x [B, In]: one GEMM [T·m, In] @ [In, B]
+            x = task_in[0]
+            logits = (w_x.reshape(-1, self.in_dim) @ x.t()).view(self.t, -1, x.shape[0]) + b  # [T, m, B]
+        else:  # gate t reads task t's input: [T, m, In] @ [T, In, B]
+            logits = torch.baddbmm(b, w_x, task_in.transpose(1, 2))  # [T, m, B]
+        if scene_emb is not None:  # concat(input, scene) @ W = input @ W_x + scene @ W_s
+            logits = logits + torch.matmul(w_s, scene_emb.t())  # + [T, m, D] @ [D, B]
+        return softmax_gates(logits)
 
     def forward(
         self, task_in: torch.Tensor, shared_in: torch.Tensor, scene_emb: torch.Tensor | None, first: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         t, m_t = self.t, self.m_t
-        if first:  # every expert reads the same x [B, In]: one GEMM
-            task_out = self.task_experts(shared_in)  # [T·m_t, B, H]
-        else:  # task t's experts read task t's input
-            task_out = self.task_experts(task_in.repeat_interleave(m_t, dim=0))  # [T·m_t, B, H]
-        shared_out = self.shared_experts(shared_in)  # [m_s, B, H]
-        b, h = shared_out.shape[1], shared_out.shape[2]
-        if scene_emb is not None:
-            task_gate_in = torch.cat([task_in, scene_emb.unsqueeze(0).expand(t, -1, -1)], dim=2)
-        else:
-            task_gate_in = task_in  # [T, B, In + D]
-        g = torch.softmax(torch.baddbmm(self.task_gate_b, task_gate_in, self.task_gate_w), dim=-1)  # [T,B,m]
-        own = task_out.view(t, m_t, b, h)  # [T, m_t, B, H]
-        # Σ over (own experts, shared experts) without materialising the [T, m_t + m_s, B, H] pool
-        task_rep = mix(g[..., :m_t], own) + mix(g[..., m_t:], shared_out)  # [T, B, H]
-        gates = {f"task{k}": g[k] for k in range(t)}
-        shared_rep = None
+        banks = [self.task_experts, self.shared_experts]
+        if first:  # every expert reads the same x [B, In]
+            pool = run_experts(banks, shared_in)  # [n, B, H]
+        else:  # task t's experts read task t's input, the shared experts the shared input
+            inputs = [task_in.repeat_interleave(m_t, dim=0), shared_in.expand(self.m_s, -1, -1)]
+            pool = run_experts(banks, torch.cat(inputs))  # [n, B, In] → [n, B, H]
+        g = self._task_gates(task_in, scene_emb, first)  # [B, T, m_t + m_s]
+        b = g.shape[0]
+        weights = g.new_zeros(b, t, pool.shape[0]).scatter(
+            2, self.pool_index.expand(b, -1, -1), g
+        )  # [B, T, n]
+        gates = {f"task{k}": g[:, k] for k in range(t)}
         if self.shared_gate is not None:
             gate_in = shared_in if scene_emb is None else torch.cat([shared_in, scene_emb], dim=1)
-            gs = torch.softmax(self.shared_gate(gate_in), dim=-1)  # [B, T·m_t + m_s]
-            n_task_experts = t * m_t
-            shared_rep = mix(gs[:, :n_task_experts], task_out) + mix(
-                gs[:, n_task_experts:], shared_out
-            )  # [B, H]
-            gates["shared"] = gs
-        return task_rep, shared_rep, gates
+            gs = softmax_gates(
+                torch.addmm(self.shared_gate.bias.unsqueeze(1), self.shared_gate.weight, gate_in.t())
+            )
+            weights = torch.cat([weights, gs.unsqueeze(1)], dim=1)  # [B, T + 1, n]
+            gates["shared"] = gs  # [B, n]
+        reps = mixture(weights, pool)  # [T (+1), B, H]
+        return reps[:t], (reps[t] if self.shared_gate is not None else None), gates
 
 
 class PLE(MultiTaskNet):
@@ -429,6 +564,15 @@ class PLE(MultiTaskNet):
     def shared_parameters(self) -> list[nn.Parameter]:
         return [self.levels[-1].shared_experts.weights[-1]]
 
+    def shared_backbone_parameters(self) -> list[nn.Parameter]:
+        return [
+            p
+            for cgc in self.levels
+            for module in (cgc.shared_experts, cgc.shared_gate)
+            if module is not None
+            for p in module.parameters()
+        ]
+
 
 def build_model(
     name: str,
@@ -488,7 +632,7 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return [p for p in params if id(p) in sparse_ids], [p for p in params if id(p) not in sparse_ids]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_proba(
     model: nn.Module,
     cat: torch.Tensor,

@@ -6,12 +6,14 @@ are written to ``<output_dir(ds)>/model_metrics.parquet``.
 
 The training loop (:func:`fit_model`):
 
-* tensors stay in memory (on the training device); each epoch walks a seeded permutation in batches;
+* tensors stay in memory (on the training device); each epoch walks a seeded permutation in batches
+  (rows gathered with ``index_select``); no host sync per step (losses are summed on the device);
 * embeddings can emit sparse gradients (``sparse_embeddings``): :class:`RowSparseAdam` (the update of
-  ``torch.optim.SparseAdam``, in O(rows touched)) updates only the rows a batch touched, ``Adam`` the
-  dense rest. Dense Adam passes over every row of every table each step (see ``docs/benchmarks.md``);
-* task losses are combined by :mod:`mtl_model.weighting` (fixed, uncertainty, GradNorm), with optional
-  class-imbalance handling;
+  ``torch.optim.SparseAdam``, in O(rows touched)) updates only the rows a batch touched, ``Adam``
+  (the fused kernel: one pass per parameter) the dense rest. Dense Adam passes over every row of every
+  table each step (see ``docs/benchmarks.md``);
+* task losses are combined by :mod:`mtl_model.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
+  optional class-imbalance handling;
 * after every epoch the validation day's mean AUC is measured; training stops after ``patience``
   epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum). The
   validation day therefore also picks the epoch: its metrics are slightly optimistic;
@@ -56,7 +58,14 @@ from mtl_model.baselines import popularity_scores, truth_paths, truth_probabilit
 from mtl_model.config import Settings
 from mtl_model.features import Encoders, FeatureSpec
 from mtl_model.metrics import auc, gauc, log_loss
-from mtl_model.models import ESMM_PARENT, build_model, default_esmm, predict_proba, split_parameters
+from mtl_model.models import (
+    ESMM_PARENT,
+    PARAMETER_LAYOUT,
+    build_model,
+    default_esmm,
+    predict_proba,
+    split_parameters,
+)
 from mtl_model.registry import MODEL_FORMAT, file_sha256, register, version_name
 from mtl_model.weighting import make_weighting, model_optimizer_parameters, positive_weights, task_loss
 
@@ -107,7 +116,7 @@ class TrainOptions:
     ple_levels: int = 2  # PLE extraction levels (≤ len(hidden_dims))
     ple_task_experts: int = 1  # PLE experts per task per level
     ple_shared_experts: int = 2  # PLE shared experts per level
-    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm
+    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm | pcgrad
     task_weights: tuple[float, ...] = ()  # fixed weights, one per task (empty: all 1)
     gradnorm_alpha: float = 1.5
     class_balance: str = "none"  # none | pos_weight | focal
@@ -115,6 +124,7 @@ class TrainOptions:
     sparse_embeddings: bool = True  # sparse embedding gradients + SparseAdam
     max_vocab: int = 0  # per categorical column, 0 = no cap; beyond it ids are hashed
     hash_buckets: int = 4096
+    log_counts: bool = True  # log of count / amount f_* features (features.FeatureSpec.log_counts)
     patience: int = 2  # early stopping on the validation day's mean AUC; 0 = run all epochs
     checkpoints: bool = True  # checkpoint every epoch and resume a crashed run of the same version
     bf16: bool = True  # bf16 autocast on CUDA (never on CPU)
@@ -145,6 +155,7 @@ class TrainOptions:
                 "checkpoints": bool(_as_bool(self.checkpoints)),
                 "bf16": bool(_as_bool(self.bf16)),
                 "baselines": bool(_as_bool(self.baselines)),
+                "log_counts": bool(_as_bool(self.log_counts)),
                 "task_weights": tuple(float(x) for x in task_weights),
             }
         )
@@ -409,7 +420,9 @@ class RowSparseAdam(torch.optim.Optimizer):
                 state["exp_avg"].index_copy_(0, rows, m)
                 state["exp_avg_sq"].index_copy_(0, rows, v)
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])), alpha=-step_size)
+                # rows are unique after coalesce: read-modify-write (index_add_ is ~3× slower on CPU)
+                update = m.div_(v.sqrt_().add_(group["eps"]))
+                p.index_copy_(0, rows, p.index_select(0, rows).sub_(update, alpha=step_size))
         return None
 
 
@@ -461,8 +474,11 @@ def fit_model(
     single process on the whole batch (up to the order of float sums). Only rank 0 writes checkpoints.
     """
     rank, world_size = world
-    if world_size > 1 and options.loss_weighting == "gradnorm":
-        raise ValueError("GradNorm is not supported with DistributedDataParallel (use fixed or uncertainty)")
+    if world_size > 1 and options.loss_weighting in ("gradnorm", "pcgrad"):
+        raise ValueError(
+            f"{options.loss_weighting} is not supported with DistributedDataParallel "
+            "(use fixed or uncertainty)"
+        )
     tasks = tuple(model.tasks)
     cat, num, y = (t.to(device) for t in train)
     n, bs = cat.shape[0], batch_size
@@ -472,14 +488,19 @@ def fit_model(
         fixed_weights=options.task_weights if len(options.task_weights) == len(tasks) else None,
         gradnorm_alpha=options.gradnorm_alpha,
         gradnorm_lr=learning_rate,
+        seed=seed,
     ).to(device)
     if options.task_weights and len(options.task_weights) != len(tasks):
         log.warning("task_weights %s do not match tasks %s; using 1 each", options.task_weights, tasks)
     pos_weight = positive_weights(train[2], options.class_balance).tolist()
-    shared = model.shared_parameters() if options.loss_weighting == "gradnorm" else []
+    shared: list[torch.nn.Parameter] = []  # the shared parameters the weighting looks at
+    if options.loss_weighting == "gradnorm":
+        shared = model.shared_parameters()  # GradNorm's W: the last shared layer
+    elif options.loss_weighting == "pcgrad":
+        shared = model.shared_backbone_parameters()  # PCGrad projects on the whole shared backbone
     sparse_params, dense_params = split_parameters(model)
     opt_dense = torch.optim.Adam(
-        dense_params + model_optimizer_parameters(weighting), lr=learning_rate, foreach=True
+        dense_params + model_optimizer_parameters(weighting), lr=learning_rate, fused=True
     )
     opt_sparse = RowSparseAdam(sparse_params, lr=learning_rate) if sparse_params else None
     generator = torch.Generator().manual_seed(seed)
@@ -499,7 +520,8 @@ def fit_model(
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if ckpt_path is not None and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("fingerprint") == fingerprint and ckpt.get("epoch", 0) <= epochs:
+        same_layout = set(ckpt.get("model", {})) == set(model.state_dict())  # not from older code
+        if ckpt.get("fingerprint") == fingerprint and ckpt.get("epoch", 0) <= epochs and same_layout:
             model.load_state_dict(ckpt["model"])
             opt_dense.load_state_dict(ckpt["opt_dense"])
             if opt_sparse is not None:
@@ -532,8 +554,8 @@ def fit_model(
             if world_size > 1:
                 idx = idx[rank::world_size]
             with autocast:
-                logits = step_model(cat[idx], num[idx])
-            yb = y[idx]
+                logits = step_model(cat.index_select(0, idx), num.index_select(0, idx))
+            yb = y.index_select(0, idx)
             losses = torch.stack(
                 [
                     task_loss(
@@ -811,7 +833,9 @@ def train(
         device,
     )
 
-    spec = FeatureSpec(max_vocab=options.max_vocab, hash_buckets=options.hash_buckets)
+    spec = FeatureSpec(
+        max_vocab=options.max_vocab, hash_buckets=options.hash_buckets, log_counts=options.log_counts
+    )
     encoders = Encoders.fit(train_df, spec)
     cat_tr, num_tr = encoders.encode(train_df)
     cat_va, num_va = encoders.encode(valid_df)
@@ -899,6 +923,7 @@ def train(
         "cardinalities": encoders.cardinalities,
         "n_numeric": encoders.n_numeric,
         "numeric_features": list(encoders.spec.numeric),
+        "log_numeric_features": [*encoders.spec.log_numeric, *encoders.spec.signed_log_numeric],
         "hashed_features": dict(encoders.hashed),
         "loss_weighting": fit.weighting,
         "sparse_embeddings": options.sparse_embeddings,
@@ -914,6 +939,7 @@ def train(
         "learning_rate": settings.learning_rate,
         "samples_sha256": samples_sha256,
         "model_format": MODEL_FORMAT,
+        "parameter_layout": PARAMETER_LAYOUT,  # models.py's state-dict layout (older ones convert on load)
         "package_version": __version__,
     }
     promotion = register(settings, version, model, encoders, config, metrics, validation=valid_df)

@@ -25,6 +25,12 @@ Combining the task losses L_t (a tensor [T]) into the loss that is back-propagat
   G_t = ||∇_W w_t L_t|| on the last shared layer W approaches mean(G) · r_t^alpha, where r_t is the
   task's relative inverse training rate (L_t / L_t(0)) / mean(L / L(0)). Tasks whose gradients
   dominate lose weight; tasks that train slowly gain weight.
+* :class:`PCGrad`: Yu, T., Kumar, S., Gupta, A., Levine, S., Hausman, K., Finn, C. (2020). "Gradient
+  Surgery for Multi-Task Learning". NeurIPS 2020. On the shared parameters θ (the model's
+  ``shared_backbone_parameters``), each task gradient g_i = ∇_θ w_i L_i that conflicts with another
+  task's (g_i · g_j < 0) is projected onto the normal plane of g_j, g_i ← g_i − (g_i · g_j) / ‖g_j‖² g_j,
+  for the other tasks j in a random order; θ is updated with Σ_i of the projected gradients. Every
+  other parameter gets the plain Σ_i ∇ w_i L_i. Costs one extra backward pass per task.
 
 Every weighting is an ``nn.Module`` whose state (learned weights, GradNorm's optimizer and initial
 losses) is in its ``state_dict``, so a checkpoint resumes it exactly.
@@ -39,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTINGS = ("fixed", "uncertainty", "gradnorm")
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad")
 CLASS_BALANCES = ("none", "pos_weight", "focal")
 MAX_POS_WEIGHT = 50.0
 
@@ -196,20 +202,102 @@ class GradNorm(LossWeighting):
         return {**super().describe(), "alpha": self.alpha}
 
 
+def project_conflicting(grads: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """PCGrad's gradient surgery (Yu et al. 2020, Algorithm 1): grads [T, P] → projected [T, P].
+
+    For each task i, for j in ``order`` (a permutation of the tasks, i itself skipped): when
+    g̃_i · g_j < 0, g̃_i ← g̃_i − (g̃_i · g_j) / ‖g_j‖² g_j (always against the original g_j).
+    """
+    projected = grads.clone()
+    sq_norms = (grads * grads).sum(1).clamp(min=1e-30)  # [T]
+    for i in range(grads.shape[0]):
+        for j in order.tolist():
+            if j != i:  # no data-dependent branch: no host sync on a GPU
+                dot = projected[i] @ grads[j]
+                projected[i] -= torch.where(dot < 0, dot / sq_norms[j], 0.0) * grads[j]
+    return projected
+
+
+class PCGrad(LossWeighting):
+    """Yu et al. (2020), projecting conflicting gradients (see the module docstring), on top of fixed
+    task weights w (default 1).
+
+    ``forward`` computes the per-task gradients of the shared parameters (one ``autograd.grad`` per
+    task, graph retained), projects them, and returns Σ w_t L_t plus a zero-valued correction
+    ⟨θ, Δ⟩ − ⟨θ, Δ⟩.detach() with Δ = Σ_t g̃_t − Σ_t g_t (a constant): the caller's ``backward`` then
+    leaves Σ_t g̃_t on the shared parameters and the plain gradient everywhere else. The order in
+    which other tasks are projected out is drawn from a seeded generator (its state is checkpointed);
+    ``conflicts[i, j]`` counts the steps with g_i · g_j < 0.
+    """
+
+    method = "pcgrad"
+
+    def __init__(self, n_tasks: int, weights: Sequence[float] | None = None, seed: int = 0) -> None:
+        super().__init__(n_tasks)
+        w = torch.ones(n_tasks) if not weights else torch.tensor([float(x) for x in weights])
+        if w.shape != (n_tasks,) or (w < 0).any():
+            raise ValueError(f"PCGrad task weights must be {n_tasks} non-negative numbers, got {weights}")
+        self.register_buffer("w", w)
+        self.register_buffer("conflicts", torch.zeros(n_tasks, n_tasks, dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def weights(self) -> torch.Tensor:
+        return self.w.detach().cpu().clone()
+
+    def forward(self, losses, shared_params=()):
+        total = (self.w * losses).sum()
+        params = [p for p in shared_params if p.requires_grad]
+        if not (self.training and torch.is_grad_enabled() and losses.requires_grad and params):
+            return total
+        rows = []
+        for t in range(self.n_tasks):  # g_t = ∇_θ w_t L_t over all shared parameters, flattened: [P]
+            grads = torch.autograd.grad(self.w[t] * losses[t], params, retain_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+            rows.append(torch.cat([g.reshape(-1) for g in grads]))
+        g = torch.stack(rows).float()  # [T, P]
+        with torch.no_grad():
+            self.conflicts += (g @ g.T < 0).long()
+            self.steps += 1
+        order = torch.randperm(self.n_tasks, generator=self._generator)
+        delta = (project_conflicting(g, order) - g).sum(0)  # Σ_t g̃_t − Σ_t g_t: [P]
+        deltas = delta.split([p.numel() for p in params])
+        correction = sum((p * d.view_as(p).to(p.dtype)).sum() for p, d in zip(params, deltas, strict=True))
+        return total + correction - correction.detach()
+
+    def get_extra_state(self) -> dict:
+        return {"generator": self._generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._generator.set_state(state["generator"])
+
+    def describe(self) -> dict:
+        steps = max(int(self.steps), 1)
+        rate = (self.conflicts.double() / steps).tolist()
+        return {
+            **super().describe(),
+            "steps": int(self.steps),
+            "conflict_rate": [[round(x, 4) for x in row] for row in rate],  # share of steps with g_i·g_j < 0
+        }
+
+
 def make_weighting(
     method: str,
     n_tasks: int,
     fixed_weights: Sequence[float] | None = None,
     gradnorm_alpha: float = 1.5,
     gradnorm_lr: float = 0.025,
+    seed: int = 0,
 ) -> LossWeighting:
-    """The weighting called ``method`` (one of :data:`WEIGHTINGS`)."""
+    """The weighting called ``method`` (one of :data:`WEIGHTINGS`); ``seed`` drives PCGrad's order."""
     if method == "fixed":
         return FixedWeighting(n_tasks, fixed_weights)
     if method == "uncertainty":
         return UncertaintyWeighting(n_tasks)
     if method == "gradnorm":
         return GradNorm(n_tasks, alpha=gradnorm_alpha, lr=gradnorm_lr)
+    if method == "pcgrad":
+        return PCGrad(n_tasks, fixed_weights, seed=seed)
     raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, not {method!r}")
 
 

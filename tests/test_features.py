@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from mtl_model.features import NULL_CODE, OOV_CODE, Encoders, FeatureSpec, stable_bucket
+from mtl_model.features import ENCODERS_FORMAT, NULL_CODE, OOV_CODE, Encoders, FeatureSpec, stable_bucket
 
 
 @pytest.fixture
@@ -137,6 +137,55 @@ def test_large_vocabularies_are_capped_and_the_rest_hashed() -> None:
     assert stable_bucket("u123", 1000) == 986 and stable_bucket("item-42", 4096) == 2026
     loaded = Encoders.from_json(enc.to_json())
     assert loaded == enc and torch.equal(loaded.encode(new)[0], enc.encode(new)[0])
+
+
+def test_count_and_amount_features_get_a_log_by_a_recorded_rule(train_rows: pl.DataFrame) -> None:
+    rows = train_rows.with_columns(
+        pl.Series("f_clicks_30d", [0, 3, 1, 40, 2, 900], dtype=pl.Int64),  # heavy-tailed count
+        pl.Series("f_spend_30d", [0.0, None, 12.5, 0.0, 830.0, 4.0]),  # amount with a null
+        pl.Series("f_ctr_30d", [0.1, 0.5, 0.02, 0.9, 1.0, 0.3]),  # a rate in [0, 1]: stays linear
+        pl.Series("f_price_change", [-3.0, 2.0, 0.0, 5.0, -1.0, 8.0]),  # negatives: stays linear
+        pl.Series("f_flag", [True, False, True, True, False, False]),  # 0 / 1: stays linear
+    )
+    enc = Encoders.fit(rows)
+    assert enc.spec.signed_log_numeric == ("f_clicks_30d", "f_spend_30d")
+    assert enc.spec.log_numeric == ("price",)  # the spec's own log columns are unchanged
+    logs = np.log1p(np.array([0, 3, 1, 40, 2, 900], dtype=float))
+    stats = enc.numeric["f_clicks_30d"]
+    assert stats.mean == pytest.approx(logs.mean()) and stats.std == pytest.approx(logs.std())
+    col = enc.spec.numeric.index("f_clicks_30d")
+    _, num = enc.encode(rows)
+    assert num[:, col].numpy() == pytest.approx((logs - logs.mean()) / logs.std(), abs=1e-5)
+    ctr = enc.spec.numeric.index("f_ctr_30d")
+    ctr_values = rows["f_ctr_30d"].to_numpy()
+    assert num[:, ctr].numpy() == pytest.approx((ctr_values - ctr_values.mean()) / ctr_values.std(), abs=1e-5)
+    # a negative count at scoring time (bad data) maps to −log1p(|x|): finite, never NaN
+    _, bad = enc.encode(rows.with_columns(pl.lit(-5, dtype=pl.Int64).alias("f_clicks_30d")))
+    assert bad[0, col].item() == pytest.approx((-math.log1p(5) - stats.mean) / stats.std, rel=1e-5)
+    # the choice is in the JSON: a reader applies it without refitting
+    data = enc.to_dict()
+    assert data["format"] == ENCODERS_FORMAT == 3
+    assert (
+        data["spec"]["signed_log_numeric"] == ["f_clicks_30d", "f_spend_30d"] and data["spec"]["log_counts"]
+    )
+    again = Encoders.from_json(enc.to_json())
+    assert again == enc and torch.equal(again.encode(rows)[1], num)
+    off = Encoders.fit(rows, FeatureSpec(log_counts=False))
+    assert off.spec.signed_log_numeric == () and not torch.equal(off.encode(rows)[1], num)
+
+
+def test_format_2_encoders_read_back_without_count_logs(train_rows: pl.DataFrame) -> None:
+    rows = train_rows.with_columns(pl.Series("f_clicks_30d", [0, 3, 1, 40, 2, 900], dtype=pl.Int64))
+    data = Encoders.fit(rows, FeatureSpec(log_counts=False)).to_dict()
+    data["format"] = 2  # what the previous version wrote: no log_counts / signed_log_numeric keys
+    del data["spec"]["log_counts"], data["spec"]["signed_log_numeric"]
+    old = Encoders.from_dict(data)
+    assert old.spec.signed_log_numeric == () and old.spec.log_counts is False
+    linear = rows["f_clicks_30d"].to_numpy().astype(float)
+    col = old.spec.numeric.index("f_clicks_30d")
+    assert old.encode(rows)[1][:, col].numpy() == pytest.approx(
+        (linear - linear.mean()) / linear.std(), abs=1e-5
+    )
 
 
 def test_format_1_encoders_still_load(train_rows: pl.DataFrame) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 from mtl_model.metrics import auc, gauc, log_loss
 from mtl_model.models import (
     PLE,
+    FeatureEmbedding,
     MMoE,
     SharedBottom,
     build_model,
@@ -22,6 +25,7 @@ from mtl_model.models import (
 CARDS = [10, 20, 5, 4]  # user, item, category, scene (scene codes: 0 null, 1 OOV, 2 home, 3 search)
 SCENE = 3
 TASKS = ("click", "cart", "purchase")
+LAYOUT_1 = Path(__file__).parent / "fixtures" / "model_layout1.json"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,6 +67,7 @@ def test_forward_shapes_every_architecture(architecture: str, esmm: bool, scene_
     assert all(((p > 0) & (p < 1)).all() for p in probs.values())
     sum(v.sum() for v in out.values()).backward()
     assert all(p.grad is not None for p in model.shared_parameters())
+    assert all(p.grad is not None for p in model.shared_backbone_parameters())
 
 
 @pytest.mark.parametrize("tasks", [("click",), ("click", "purchase"), ("click", "cart", "purchase")])
@@ -72,19 +77,83 @@ def test_shared_bottom_task_subsets(tasks: tuple[str, ...]) -> None:
     assert list(model(*inputs())) == list(tasks)
 
 
-def test_shared_bottom_keeps_the_first_parameter_names() -> None:
-    """Versions saved by the first Tandem model (format 1) must still load."""
+def _build(doc: dict, b: dict):
+    return build_model(
+        b["architecture"],
+        doc["cardinalities"],
+        len(doc["num"][0]),
+        b["tasks"],
+        b["embedding_dim"],
+        b["hidden_dims"],
+        b["tower_dim"],
+        esmm=b["esmm"],
+        scene_index=b["scene_index"],
+        scene_towers=b["scene_towers"],
+    )
+
+
+def test_layout_1_models_still_load_with_the_same_outputs() -> None:
+    """Versions saved in parameter layout 1 (one nn.Embedding per feature, a separate gate scene table,
+    one nn.Sequential tower per task; the fixture was written by the models of commit d616d60) load
+    through ``load_state_dict`` (as the registry does) and give the logits they gave then."""
+    doc = json.loads(LAYOUT_1.read_text())
+    cat, num = torch.tensor(doc["cat"]), torch.tensor(doc["num"])
+    for name, saved in doc["models"].items():
+        b = saved["build"]
+        model = _build(doc, b)
+        state = {k: torch.tensor(v).view(saved["shapes"][k]) for k, v in saved["state_dict"].items()}
+        assert (
+            "embeddings.0.weight" in state
+            and "towers.click.0.weight" in state
+            and "embedding.weight" not in state
+        )
+        model.load_state_dict(state)  # strict: every saved tensor is used, none is missing
+        model.eval()
+        with torch.no_grad():
+            out = model(cat, num)
+        for task in b["tasks"]:
+            assert torch.allclose(out[task], torch.tensor(saved["logits"][task]), atol=1e-5), (name, task)
+        again = _build(doc, b)
+        again.load_state_dict(model.state_dict())  # the new layout round-trips
+        assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_layout_1_tables_that_do_not_fit_are_a_clear_error() -> None:
     model = build_model("shared_bottom", [6, 6], 1, ("click",), embedding_dim=4, hidden_dims=(8,))
     assert sorted(model.state_dict()) == [
         "bottom.0.bias",
         "bottom.0.weight",
-        "embeddings.0.weight",
-        "embeddings.1.weight",
-        "towers.click.0.bias",
-        "towers.click.0.weight",
-        "towers.click.2.bias",
-        "towers.click.2.weight",
+        "embedding.weight",
+        "towers.b_out",
+        "towers.hidden.biases.0",
+        "towers.hidden.weights.0",
+        "towers.w_out",
     ]
+    state = {k: v for k, v in model.state_dict().items() if k != "embedding.weight"}
+    state["embeddings.0.weight"] = torch.zeros(6, 4)
+    state["embeddings.1.weight"] = torch.zeros(7, 4)  # another vocabulary than the model was built for
+    with pytest.raises(RuntimeError, match="do not fit"):
+        model.load_state_dict(state)
+
+
+def test_feature_embedding_is_one_table_per_feature_stacked() -> None:
+    torch.manual_seed(0)
+    emb = FeatureEmbedding([3, 5, 4], 2, columns=[0, 1, 1])  # the last table reads column 1 again
+    assert emb.weight.shape == (1 + 2 + 4 + 3, 2)
+    codes = torch.tensor([[0, 1], [2, 3]])  # [B, C]
+    out = emb(codes)  # [B, K, D]
+    assert out.shape == (2, 3, 2)
+    tables = [torch.cat([emb.weight[:1], emb.weight[emb.rows(k)]]) for k in range(3)]  # [size_k, D]
+    for b in range(2):
+        for k, column in enumerate([0, 1, 1]):
+            assert torch.equal(out[b, k], tables[k][codes[b, column]])
+    assert torch.equal(out[0, 0], torch.zeros(2))  # a null code
+    for k in range(3):  # every table's OOV row starts at zero, its known rows do not
+        assert torch.equal(emb.weight[emb.rows(k).start], torch.zeros(2))
+        assert emb.weight[emb.rows(k).start + 1 : emb.rows(k).stop].abs().sum() > 0
+    emb.eval()
+    with pytest.raises(IndexError, match="out of range"):
+        emb(torch.tensor([[0, 5]]))  # code 5 is beyond table 1 (size 5): codes of other encoders
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -92,11 +161,13 @@ def test_null_embedding_is_zero_and_gets_no_gradient(sparse: bool) -> None:
     model = SharedBottom([6, 6], 1, ("click",), embedding_dim=4, hidden_dims=(8,), sparse=sparse)
     out = model(torch.tensor([[0, 3], [2, 0]]), torch.zeros(2, 1))
     out["click"].sum().backward()
-    for emb in model.embeddings:
-        assert torch.equal(emb.weight[0], torch.zeros(4))
-        grad = emb.weight.grad.to_dense() if sparse else emb.weight.grad
-        assert grad.is_sparse is False and torch.equal(grad[0], torch.zeros(4))
-        assert emb.weight.grad.is_sparse == sparse
+    emb = model.embedding
+    assert torch.equal(emb.weight[0], torch.zeros(4))  # the null row shared by every feature
+    grad = emb.weight.grad.to_dense() if sparse else emb.weight.grad
+    assert grad.is_sparse is False and torch.equal(grad[0], torch.zeros(4))
+    assert emb.weight.grad.is_sparse == sparse
+    touched = {emb.rows(0).start + 1, emb.rows(1).start + 2}  # user code 2, item code 3 (rows start at 1)
+    assert {int(r) for r in grad.abs().sum(1).nonzero()} == touched
 
 
 def test_split_parameters_puts_sparse_embeddings_apart() -> None:
@@ -104,7 +175,8 @@ def test_split_parameters_puts_sparse_embeddings_apart() -> None:
         "mmoe", CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16,), scene_index=SCENE, sparse=True
     )
     sparse, dense = split_parameters(model)
-    assert len(sparse) == len(CARDS) + 1  # the feature tables and the gates' scene embedding
+    assert len(sparse) == 1  # one stacked table: the features' and the gates' scene embedding
+    assert model.embedding.sizes == [*CARDS, CARDS[SCENE]]
     assert {id(p) for p in sparse}.isdisjoint(id(p) for p in dense)
     assert len(sparse) + len(dense) == len(list(model.parameters()))
     dense_model = build_model("mmoe", CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16,), sparse=False)
@@ -127,7 +199,7 @@ def test_mmoe_gates_are_distributions_over_experts_and_read_the_scene() -> None:
     home, search = cat.clone(), cat.clone()
     home[:, SCENE], search[:, SCENE] = 2, 3
     with torch.no_grad():
-        model.embeddings[SCENE].weight.zero_()  # the features no longer see the scene, the gates still do
+        model.embedding.weight[model.embedding.rows(SCENE)] = 0  # features no longer see the scene, gates do
     g_home = model.forward_with_gates(home, num)[1]["click"]
     g_search = model.forward_with_gates(search, num)[1]["click"]
     assert not torch.allclose(g_home, g_search)
@@ -173,8 +245,7 @@ def test_esmm_ctcvr_is_the_product_and_never_above_ctr(architecture: str) -> Non
     model = build_model(architecture, CARDS, 2, TASKS, embedding_dim=8, hidden_dims=(16, 8), esmm=True)
     assert model.esmm and model.esmm_tasks == ("cart", "purchase")
     with torch.no_grad():  # push the towers to extremes so the product is tested near 0 and 1
-        for tower in model.towers.values():
-            tower[-1].bias.add_(torch.randn(()) * 6)
+        model.towers.b_out.add_(torch.randn(model.towers.b_out.shape) * 6)
     cat, num = inputs(200, seed=4)
     probs = predict_proba(model, cat, num)
     for task in ("cart", "purchase"):

@@ -175,6 +175,7 @@ def test_registry_layout_and_rerun_overwrites_same_version(trained) -> None:
     assert config["model"] == {"esmm": False, "scene_index": 3, "scene_towers": False}
     state = torch.load(folder / MODEL_FILE, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert config["parameter_layout"] == 2 and "embedding.weight" in state  # one stacked table
 
     again = train(settings, DS, opts())  # baselines do not change the model: same version
     assert again.version == first.version and again.promoted
@@ -199,6 +200,27 @@ def test_same_seed_gives_identical_weights_and_metrics(samples: pl.DataFrame, tm
     write_inputs(c, samples)
     assert train(c, DS, options).version != ra.version
     assert train(a, DS, opts()).version != ra.version  # the weighting is part of the version
+
+
+def test_pcgrad_trains_reproducibly_and_is_recorded(samples: pl.DataFrame, tmp_path: Path) -> None:
+    a, b = (settings_for(tmp_path / x, epochs=2, architecture="ple") for x in "ab")
+    write_inputs(a, samples)
+    write_inputs(b, samples)
+    options = opts(loss_weighting="pcgrad", patience=0)
+    ra, rb = train(a, DS, options), train(b, DS, options)
+    assert ra.metrics["click"]["auc"] > 0.65 and ra.metrics["cart"]["auc"] > 0.6
+    assert same_weights(weights_of(a, ra.version), weights_of(b, rb.version))
+    config = json.loads((a.models_dir / ra.version / "config.json").read_text())
+    assert config["options"]["loss_weighting"] == "pcgrad"
+    weighting = config["loss_weighting"]
+    assert weighting["method"] == "pcgrad" and weighting["weights"] == [1.0, 1.0, 1.0]
+    steps = 2 * math.ceil(6 * samples_per_day() / 256)
+    assert weighting["steps"] == steps
+    rates = weighting["conflict_rate"]  # share of steps in which two tasks' shared gradients conflict
+    assert len(rates) == 3 and all(0.0 <= r <= 1.0 for row in rates for r in row)
+    assert rates[0][1] == rates[1][0] and rates[0][0] == 0.0
+    assert max(max(row) for row in rates) > 0  # some steps had conflicting gradients: projections ran
+    assert train(a, DS, opts(patience=0)).version != ra.version  # the weighting is part of the version
 
 
 @pytest.mark.parametrize(
@@ -234,8 +256,11 @@ def test_architectures_learn_and_score_unseen_ids(
         assert (recs["p_cart"] <= recs["p_click"] + 1e-9).all()
 
 
-def test_resume_after_crash_gives_the_same_weights(samples: pl.DataFrame, tmp_path: Path) -> None:
-    options = opts(loss_weighting="gradnorm", patience=0)
+@pytest.mark.parametrize("weighting", ["gradnorm", "pcgrad"])  # both keep state: optimizer / RNG
+def test_resume_after_crash_gives_the_same_weights(
+    samples: pl.DataFrame, tmp_path: Path, weighting: str
+) -> None:
+    options = opts(loss_weighting=weighting, patience=0)
     a, b = (settings_for(tmp_path / x, architecture="mmoe", epochs=3) for x in "ab")
     write_inputs(a, samples)
     write_inputs(b, samples)
@@ -262,6 +287,8 @@ def test_resume_after_crash_gives_the_same_weights(samples: pl.DataFrame, tmp_pa
     assert resumed.metrics == straight.metrics
     assert pl.read_parquet(resumed.metrics_path).equals(pl.read_parquet(straight.metrics_path))
     assert not ckpt_dir.exists()
+    configs = [json.loads((s.models_dir / straight.version / "config.json").read_text()) for s in (a, b)]
+    assert configs[0]["loss_weighting"] == configs[1]["loss_weighting"]  # e.g. PCGrad's conflict counts
 
 
 def test_early_stopping_keeps_the_best_epoch(samples: pl.DataFrame, tmp_path: Path) -> None:

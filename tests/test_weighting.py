@@ -1,4 +1,4 @@
-"""Loss weighting (fixed, uncertainty, GradNorm) and class-imbalance losses on toy problems."""
+"""Loss weighting (fixed, uncertainty, GradNorm, PCGrad) and class-imbalance losses on toy problems."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from mtl_model.train import RowSparseAdam
 from mtl_model.weighting import (
     FixedWeighting,
     GradNorm,
+    PCGrad,
     UncertaintyWeighting,
     make_weighting,
     model_optimizer_parameters,
     positive_weights,
+    project_conflicting,
     task_loss,
 )
 
@@ -129,7 +131,75 @@ def test_gradnorm_does_nothing_without_a_graph_and_round_trips_its_state() -> No
     assert again._optimizer.state_dict()["state"][0]["step"] == w._optimizer.state_dict()["state"][0]["step"]
     assert make_weighting("gradnorm", 2).describe()["method"] == "gradnorm"
     with pytest.raises(ValueError, match="loss_weighting must be one of"):
-        make_weighting("pcgrad", 2)
+        make_weighting("mgda", 2)
+
+
+def linear_tasks(a: list[float], b: list[float]):
+    """Two tasks whose losses are linear in a shared θ ∈ R², L_1 = a·θ and L_2 = b·θ (so their gradients
+    on θ are a and b), plus a head parameter only task 1 uses."""
+    theta = nn.Parameter(torch.tensor([0.3, -0.2]))
+    head = nn.Parameter(torch.tensor(2.0))
+    losses = torch.stack([head * (torch.tensor(a) @ theta), torch.tensor(b) @ theta])
+    return theta, head, losses
+
+
+def test_pcgrad_projects_two_conflicting_gradients() -> None:
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([-3.0, 1.0])  # a·b = −3: they conflict
+    assert (a + b) @ a < 0  # the plain sum would increase task 1's loss
+    theta, head, losses = linear_tasks([1.0, 0.0], [-3.0, 1.0])
+    w = PCGrad(2)
+    loss = w(losses, [theta])
+    assert loss.item() == pytest.approx(losses.sum().item())  # the value is Σ w L; only gradients change
+    loss.backward()
+    g1, g2 = 2.0 * a, b  # ∇_θ of head · a·θ (head = 2) and of b·θ
+    expected = (g1 - (g1 @ g2) / (g2 @ g2) * g2) + (g2 - (g2 @ g1) / (g1 @ g1) * g1)
+    assert torch.allclose(theta.grad, expected, atol=1e-6)
+    assert theta.grad @ g1 >= 0 and theta.grad @ g2 >= 0  # no task's loss goes up to first order
+    assert not torch.allclose(theta.grad, g1 + g2)
+    assert head.grad.item() == pytest.approx((a @ theta).item())  # a task-specific parameter: untouched
+    assert w.conflicts.tolist() == [[0, 1], [1, 0]] and w.describe()["conflict_rate"] == [[0, 1], [1, 0]]
+
+
+def test_pcgrad_leaves_agreeing_gradients_alone_and_is_inert_without_a_graph() -> None:
+    theta, _, losses = linear_tasks([1.0, 0.0], [1.0, 2.0])  # a·b > 0
+    w = PCGrad(2, weights=[1.0, 0.5])
+    w(losses, [theta]).backward()
+    assert torch.allclose(theta.grad, 2.0 * torch.tensor([1.0, 0.0]) + 0.5 * torch.tensor([1.0, 2.0]))
+    assert int(w.conflicts.sum()) == 0 and int(w.steps) == 1
+    assert w(torch.tensor([1.0, 2.0]), []).item() == pytest.approx(2.0)  # no shared parameters: Σ w L
+    assert make_weighting("pcgrad", 2, fixed_weights=[1.0, 3.0]).weights().tolist() == [1.0, 3.0]
+
+
+def test_projected_gradients_never_conflict_with_any_task_for_two_tasks() -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        grads = torch.randn(2, 5, generator=g)
+        total = project_conflicting(grads, torch.tensor([1, 0])).sum(0)
+        assert (grads @ total >= -1e-5).all()
+
+
+def test_pcgrad_order_is_seeded_and_checkpointed() -> None:
+    grads = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [-0.5, -1.0, 1.0]])
+    orders = {
+        tuple(project_conflicting(grads, torch.tensor(o)).flatten().tolist()) for o in ([0, 1, 2], [2, 1, 0])
+    }
+    assert len(orders) == 2  # with three tasks the projection order matters (hence the seeded shuffle)
+    w = PCGrad(2, seed=3)
+    run_toy(w, steps=7)
+    again = PCGrad(2, seed=99)
+    again.load_state_dict(w.state_dict())
+    assert torch.equal(again.conflicts, w.conflicts) and int(again.steps) == 7
+    assert torch.equal(
+        torch.randperm(5, generator=again._generator), torch.randperm(5, generator=w._generator)
+    )
+
+
+def test_pcgrad_trains_the_toy_problem() -> None:
+    model, _ = run_toy(PCGrad(2), steps=60, scale=10.0)
+    torch.manual_seed(1)
+    x = torch.randn(512, 8)
+    y = torch.stack([(x[:, 0] > 0).float(), (x[:, 1] + 0.5 * x[:, 2] > 0).float()], dim=1)
+    assert (model.losses(x, y, 1.0) < 0.5).all()  # both tasks learned (BCE of a coin is 0.69)
 
 
 def test_positive_weights_are_tempered_and_capped() -> None:
