@@ -8,6 +8,21 @@
   coalesce(sum(s.{{ measure }}) filter (where s.ds > d.as_of - interval ({{ days }}) day), 0)
 {%- endmacro %}
 
+{#- Per as-of day and key: sum(measure) over the `days` days ending at it, one column
+    `<measure>_<days>d` per measure. The as-of days are those `days_to_build` builds. -#}
+{% macro windowed_sums(stats_relation, keys, measures, days) -%}
+    select
+        d.as_of as ds,
+        {%- for k in keys %} s.{{ k }},{% endfor %}
+        {%- for m in measures %}
+        {{ window_sum(m, days) }} as {{ m }}_{{ days }}d{{ "," if not loop.last }}
+        {%- endfor %}
+    from ({{ feature_days(stats_relation) }}) as d
+    inner join {{ stats_relation }} as s
+        on s.ds <= d.as_of and s.ds > d.as_of - interval ({{ days }}) day
+    group by d.as_of{% for k in keys %}, s.{{ k }}{% endfor %}
+{%- endmacro %}
+
 {#- (hits + prior · strength) / (trials + strength): a rate pulled towards a prior when trials are few. -#}
 {% macro smoothed_rate(hits, trials, prior, strength=20) -%}
   (({{ hits }}) + {{ prior }} * {{ strength }}) / (({{ trials }}) + {{ strength }})

@@ -2,20 +2,8 @@
     and clicks in the category, its share of the user's clicks, and a smoothed CTR. -#}
 {{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_run_date() }}") }}
 
-with days as ({{ feature_days(ref('user_category_day_stats')) }}),
-
-windowed as (
-    select
-        d.as_of as ds,
-        s.user_id,
-        s.category_id,
-        {{ window_sum('exposures', 30) }} as exposures_30d,
-        {{ window_sum('clicks', 30) }} as clicks_30d,
-        {{ window_sum('purchases', 30) }} as purchases_30d
-    from days as d
-    inner join {{ ref('user_category_day_stats') }} as s
-        on s.ds <= d.as_of and s.ds > d.as_of - interval 30 day
-    group by d.as_of, s.user_id, s.category_id
+with windowed as (
+    {{ windowed_sums(ref('user_category_day_stats'), ['user_id', 'category_id'], ['exposures', 'clicks', 'purchases'], 30) }}
 )
 
 select
