@@ -46,7 +46,7 @@ KINDS = {
 def statistics(settings: Settings, ds: date, truth: pl.DataFrame) -> pl.DataFrame:
     """Share of entities with |z| > 3 on any task, per kind, for three statistics of the same model."""
     model, encoders, _ = load_current(settings)
-    scored = exposure_probabilities(model, encoders, read_samples(settings, ds).filter(pl.col("ds") == ds))
+    scored = exposure_probabilities(model, encoders, read_samples(settings, ds, days=1))
     tasks = [c.removeprefix("p_") for c in scored.columns if c.startswith("p_")]
     per_row = []
     for t in tasks:

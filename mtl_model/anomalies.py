@@ -218,7 +218,7 @@ def load_model_evidence(settings: Settings, ds: date) -> ModelEvidence:
     from mtl_model.train import read_samples
 
     model, encoders, version = load_current(settings)
-    exposures = read_samples(settings, ds).filter(pl.col("ds") == ds)
+    exposures = read_samples(settings, ds, days=1)
     if exposures.is_empty():
         raise ValueError(f"no exposures of ds={ds} in the samples export")
     return model_evidence(model, encoders, version, exposures)

@@ -294,21 +294,24 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def read_samples(settings: Settings, ds: date) -> pl.DataFrame:
-    """Samples of the training window ``[ds - train_window_days + 1, ds]`` with ``ds`` as a Date column."""
+def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.DataFrame:
+    """Samples of the ``days`` days ending at ``ds`` (default: the training window,
+    ``train_window_days``) with ``ds`` as a Date column. The day filter is pushed into the Parquet
+    scan, so reading one day does not load the whole window."""
     path = settings.export_dir(ds) / SAMPLES_FILE
     if not path.exists():
         raise FileNotFoundError(f"training samples for ds={ds} not found: {path}")
-    df = pl.read_parquet(path)
-    missing = [c for c in ("ds", *settings.tasks) if c not in df.columns]
+    lf = pl.scan_parquet(path)
+    schema = lf.collect_schema()
+    missing = [c for c in ("ds", *settings.tasks) if c not in schema]
     if missing:
         raise ValueError(f"{path} lacks columns {missing} (tasks configured: {list(settings.tasks)})")
-    if df.schema["ds"] == pl.String():
-        df = df.with_columns(pl.col("ds").str.to_date())
-    elif df.schema["ds"] != pl.Date():
-        df = df.with_columns(pl.col("ds").cast(pl.Date()))
-    start = ds - timedelta(days=settings.train_window_days - 1)
-    return df.filter(pl.col("ds").is_between(start, ds))
+    if schema["ds"] == pl.String():
+        lf = lf.with_columns(pl.col("ds").str.to_date())
+    elif schema["ds"] != pl.Date():
+        lf = lf.with_columns(pl.col("ds").cast(pl.Date()))
+    start = ds - timedelta(days=(days or settings.train_window_days) - 1)
+    return lf.filter(pl.col("ds").is_between(start, ds)).collect()
 
 
 def _labels(df: pl.DataFrame, tasks: tuple[str, ...]) -> torch.Tensor:
