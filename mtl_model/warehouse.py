@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +29,9 @@ EXPORTS = {
 WAREHOUSE_OUTPUTS = {"rec_feedback": "rec_feedback_day"}  # output name → dbt model
 # published tables, in load order; each is outputs/ds=D/<table>.parquet with a `ds` column
 OUTPUT_TABLES = ("data_checks", "model_metrics", "recommendations", "anomalies", "rec_feedback")
+# a superseded generation of a published day is deleted once the current one is this old: a query
+# that opened the catalog before the swap can still read the files it was bound to
+GENERATION_GRACE_S = 3600.0
 
 
 def _sql_path(path: Path) -> str:
@@ -88,27 +92,72 @@ def publish_day(settings: Settings, ds: date) -> dict[str, int]:
             con.execute(f"insert into {table} by name select * from {rel}")
             counts[table] = con.execute(f"select count(*) from {table} where ds = ?", [ds]).fetchall()[0][0]
         con.execute("commit")
+    generation = f"{time.time_ns():020d}-{os.getpid()}"
     for table, src in sources.items():
-        _replace_file(
-            lambda tmp, src=src: shutil.copyfile(src, tmp), settings.published(table, ds) / "part-0.parquet"
-        )
+        _publish_generation(settings, table, ds, src, generation)
     refresh_catalog(settings)
+    _prune_generations(settings)
     return counts
 
 
+def _generations_dir(settings: Settings, table: str) -> Path:
+    return settings.published_dir / ".generations" / table
+
+
+def _publish_generation(settings: Settings, table: str, ds: date, src: Path, generation: str) -> None:
+    """Write the day's table as a new, never-rewritten file ``.generations/<table>/ds=D/<gen>.parquet``
+    (what the catalog's views name) and make ``<table>/ds=D/part-0.parquet`` a hard link to it.
+
+    A path is never rewritten under the catalog because DuckDB opens a Parquet file more than once
+    per query (to bind, then to scan): a file replaced between the two opens is read with the old
+    footer's offsets ("TProtocolException: Invalid data"). ``part-0.parquet`` is replaced by rename
+    for readers that open a file once (Polars, pyarrow)."""
+    gen_file = _generations_dir(settings, table) / f"ds={ds}" / f"{generation}.parquet"
+    _replace_file(lambda tmp: shutil.copyfile(src, tmp), gen_file)
+
+    def link(tmp: Path) -> None:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(gen_file, tmp)
+        except OSError:  # a file system without hard links: a copy, same bytes
+            shutil.copyfile(gen_file, tmp)
+
+    _replace_file(link, settings.published(table, ds) / "part-0.parquet")
+
+
+def _current_generations(settings: Settings, table: str) -> list[Path]:
+    """The newest generation file of each published day of ``table``, by day."""
+    days = sorted(_generations_dir(settings, table).glob("ds=*"))
+    current = [max(day.glob("*.parquet"), default=None) for day in days]
+    return [f for f in current if f is not None]
+
+
+def _prune_generations(settings: Settings, grace_s: float = GENERATION_GRACE_S) -> int:
+    """Delete superseded generations of days whose current generation is older than ``grace_s``
+    (so each was superseded at least that long ago); return how many were deleted."""
+    deleted, now = 0, time.time()
+    for day in settings.published_dir.glob(".generations/*/ds=*"):
+        files = sorted(day.glob("*.parquet"))
+        if len(files) > 1 and files[-1].stat().st_mtime < now - grace_s:
+            for old in files[:-1]:
+                old.unlink(missing_ok=True)
+                deleted += 1
+    return deleted
+
+
 def refresh_catalog(settings: Settings) -> Path:
-    """Rebuild the analyst catalog (views over the published Parquet) and swap it in atomically."""
+    """Rebuild the analyst catalog and swap it in atomically. Each view names the current generation
+    file of every published day (a list, not a glob: a later publish never changes what it reads)."""
     catalog = settings.catalog_path
 
     def build(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
         with duckdb.connect(str(tmp)) as con:
             for table in OUTPUT_TABLES:
-                folder = settings.published_dir / table
-                if any(folder.glob("ds=*/*.parquet")):
-                    glob = _sql_path(folder / "ds=*" / "*.parquet")
-                    scan = f"read_parquet('{glob}', hive_partitioning = false)"
-                    con.execute(f"create view {table} as select * from {scan}")
+                files = _current_generations(settings, table)
+                if files:
+                    names = ", ".join(f"'{_sql_path(f)}'" for f in files)
+                    con.execute(f"create view {table} as select * from read_parquet([{names}])")
 
     _replace_file(build, catalog)
     return catalog

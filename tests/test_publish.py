@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import duckdb
 import polars as pl
 
 from mtl_model.config import Settings
-from mtl_model.warehouse import OUTPUT_TABLES, publish_day
+from mtl_model.warehouse import OUTPUT_TABLES, _prune_generations, publish_day
 
 DS = date(2026, 3, 4)
 
@@ -59,6 +60,41 @@ def test_publish_replaces_the_day(tmp_path: Path) -> None:
     assert count(settings, "recommendations") == 12
     files = list((settings.published_dir / "recommendations").rglob("*.parquet"))
     assert [f.name for f in files] == ["part-0.parquet"]  # no temporary files left
+    assert pl.read_parquet(files[0])["model_version"].unique().to_list() == ["v2"]
+
+
+def fingerprint(name: str) -> tuple[int, bytes]:
+    return Path(name).stat().st_ino, Path(name).read_bytes()
+
+
+def catalog_files(settings: Settings) -> dict[str, tuple[int, bytes]]:
+    """The Parquet files the catalog's views name, with their inode and bytes."""
+    with duckdb.connect(str(settings.catalog_path), read_only=True) as con:
+        sqls = [r[0] for r in con.execute("select sql from duckdb_views() where not internal").fetchall()]
+    names = {m for sql in sqls for m in re.findall(r"'([^']+\.parquet)'", sql)}
+    return {n: fingerprint(n) for n in names}
+
+
+def test_publish_never_rewrites_a_file_the_catalog_names(tmp_path: Path) -> None:
+    """DuckDB opens a Parquet file twice in one query (bind, then scan): a file replaced in between
+    is read with the old footer ("TProtocolException: Invalid data"). So a rerun writes new files,
+    and the ones an open catalog names stay as they were until the grace period is over."""
+    settings = Settings(home=tmp_path)
+    write_outputs(settings, DS, 10, "v1")
+    publish_day(settings, DS)
+    before = catalog_files(settings)
+    assert len(before) == len(OUTPUT_TABLES)
+    write_outputs(settings, DS, 4, "v2")
+    publish_day(settings, DS)
+    assert {n: fingerprint(n) for n in before} == before  # same inode, same bytes
+    after = catalog_files(settings)
+    assert not set(after) & set(before)
+    assert count(settings, "recommendations") == 12
+    # once the grace period is over, superseded generations go; the current ones stay
+    assert _prune_generations(settings, grace_s=0) == len(OUTPUT_TABLES)
+    assert not any(Path(n).exists() for n in before)
+    assert catalog_files(settings) == after
+    assert count(settings, "recommendations") == 12
 
 
 READER = r"""
@@ -99,7 +135,7 @@ def test_a_reader_sees_the_old_or_the_new_day_never_a_half(tmp_path: Path) -> No
         text=True,
     )
     time.sleep(1.0)
-    for _ in range(5):
+    for _ in range(20):
         publish_day(settings, DS)
     stop.touch()
     out, _ = reader.communicate(timeout=120)
