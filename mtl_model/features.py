@@ -220,11 +220,12 @@ class Encoders:
         """
         enc = self.encode_frame(df)
         n_cat = len(self.spec.categorical)
-        cat = enc.select(enc.columns[:n_cat]).to_numpy().reshape(len(enc), n_cat)
-        num = enc.select(enc.columns[n_cat:]).to_numpy().reshape(len(enc), self.n_numeric)
-        # writable, contiguous copies only where polars handed out a read-only or strided view
-        cat = np.require(cat, dtype=np.int64, requirements=["C", "W"])
-        num = np.require(num, dtype=np.float32, requirements=["C", "W"])
+        # row-major, writable arrays built directly (no Fortran-order copy converted afterwards)
+        cat = enc.select(enc.columns[:n_cat]).to_numpy(order="c", writable=True)
+        num = enc.select(enc.columns[n_cat:]).to_numpy(order="c", writable=True)
+        del enc
+        cat = np.require(cat.reshape(len(df), n_cat), dtype=np.int64, requirements=["C", "W"])
+        num = np.require(num.reshape(len(df), self.n_numeric), dtype=np.float32, requirements=["C", "W"])
         return torch.from_numpy(cat), torch.from_numpy(num)
 
     # ----- persistence ---------------------------------------------------------------------------

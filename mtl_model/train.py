@@ -294,10 +294,9 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.DataFrame:
-    """Samples of the ``days`` days ending at ``ds`` (default: the training window,
-    ``train_window_days``) with ``ds`` as a Date column. The day filter is pushed into the Parquet
-    scan, so reading one day does not load the whole window."""
+def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
+    """Lazy scan of the samples of the ``days`` days ending at ``ds`` (default: the training window,
+    ``train_window_days``) with ``ds`` as a Date column; the day filter is pushed into the scan."""
     path = settings.export_dir(ds) / SAMPLES_FILE
     if not path.exists():
         raise FileNotFoundError(f"training samples for ds={ds} not found: {path}")
@@ -311,7 +310,20 @@ def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.Da
     elif schema["ds"] != pl.Date():
         lf = lf.with_columns(pl.col("ds").cast(pl.Date()))
     start = ds - timedelta(days=(days or settings.train_window_days) - 1)
-    return lf.filter(pl.col("ds").is_between(start, ds)).collect()
+    return lf.filter(pl.col("ds").is_between(start, ds))
+
+
+def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.DataFrame:
+    """Samples of the ``days`` days ending at ``ds`` (default: the training window). The day filter is
+    pushed into the Parquet scan, so reading one day does not load the whole window."""
+    return _scan_samples(settings, ds, days).collect()
+
+
+def read_split(settings: Settings, ds: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(training rows: the window's days before ``ds``, validation rows: day ``ds``), each read by its
+    own scan, so the whole window is never in memory twice (once read, once split)."""
+    lf = _scan_samples(settings, ds)
+    return lf.filter(pl.col("ds") < ds).collect(), lf.filter(pl.col("ds") == ds).collect()
 
 
 def _labels(df: pl.DataFrame, tasks: tuple[str, ...]) -> torch.Tensor:
@@ -814,9 +826,7 @@ def train(
     options = options or TrainOptions.from_settings(settings)
     world = distributed_world()
     samples_path = settings.export_dir(ds) / SAMPLES_FILE
-    df = read_samples(settings, ds)
-    train_df = df.filter(pl.col("ds") < ds)
-    valid_df = df.filter(pl.col("ds") == ds)
+    train_df, valid_df = read_split(settings, ds)
     if train_df.height == 0 or valid_df.height == 0:
         raise ValueError(
             f"ds={ds}: need training rows (days before ds) and validation rows (day ds) in {samples_path}; "
@@ -843,6 +853,8 @@ def train(
     cat_tr, num_tr = encoders.encode(train_df)
     cat_va, num_va = encoders.encode(valid_df)
     y_tr, y_va = _labels(train_df, tasks), _labels(valid_df, tasks)
+    # encoded: from here on the training rows serve only the popularity baseline and the config
+    train_df = train_df.select("ds", "item_id", *tasks)
     groups = valid_df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy()
     categorical = encoders.spec.categorical
     scene_index = categorical.index("scene") if "scene" in categorical else None
