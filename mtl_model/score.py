@@ -12,10 +12,12 @@ top K (0: no cap). Ties are broken by ``item_id`` then ``scene``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from mtl_model.config import Settings
 from mtl_model.models import predict_proba
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 CANDIDATES_FILE = "candidates.parquet"
 RECOMMENDATIONS_FILE = "recommendations.parquet"
 PREDICT_BATCH = 65536
+SCORE_CHUNK = 8 * PREDICT_BATCH  # candidate rows read, encoded and scored at once (bounds the memory)
 RECOMMENDATIONS_SCHEMA = {
     "ds": pl.Date(),
     "user_id": pl.String(),
@@ -76,6 +79,17 @@ def top_k(scored: pl.DataFrame, k: int, max_per_category: int = 0) -> pl.DataFra
     ).filter(pl.col("rank") <= k)
 
 
+def _read_chunks(path: Path, rows: int) -> Iterator[pl.DataFrame]:
+    """The Parquet file's rows, ``rows`` at a time (one empty frame with its columns if it has none)."""
+    reader = pq.ParquetFile(path)
+    empty = True
+    for batch in reader.iter_batches(batch_size=rows):
+        empty = False
+        yield pl.from_arrow(batch)
+    if empty:
+        yield pl.from_arrow(reader.schema_arrow.empty_table())
+
+
 def score(settings: Settings, ds: date | str) -> Path:
     """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
     ds = as_date(ds)
@@ -87,24 +101,33 @@ def score(settings: Settings, ds: date | str) -> Path:
     model.to(device)
     tasks = tuple(model.tasks)
 
-    candidates = pl.read_parquet(path)
-    missing = [c for c in ("user_id", "item_id") if c not in candidates.columns]
+    names = pq.ParquetFile(path).schema_arrow.names
+    missing = [c for c in ("user_id", "item_id") if c not in names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
-    candidates = candidates.drop_nulls(["user_id", "item_id"])
-    cat, num = encoders.encode(candidates)
-    probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
-
-    scene = pl.col("scene").cast(pl.String()) if "scene" in candidates.columns else pl.lit(None, pl.String())
-    extra = [pl.col(c) for c in ("category_id", "price") if c in candidates.columns]
-    scored = candidates.select(
-        pl.col("user_id").cast(pl.String()), pl.col("item_id").cast(pl.String()), scene.alias("scene"), *extra
-    ).with_columns(
-        pl.Series(f"p_{t}", probs[t].numpy(), dtype=pl.Float64())
-        if t in tasks
-        else pl.lit(None, pl.Float64()).alias(f"p_{t}")
-        for t in PROB_TASKS
-    )
+    scene = pl.col("scene").cast(pl.String()) if "scene" in names else pl.lit(None, pl.String())
+    extra = [pl.col(c) for c in ("category_id", "price") if c in names]
+    # chunks of SCORE_CHUNK rows: the wide candidate rows (every feature) are never all in memory, only
+    # the narrow scored ones; chunks are multiples of PREDICT_BATCH, so the model sees the same batches
+    parts: list[pl.DataFrame] = []
+    for chunk in _read_chunks(path, SCORE_CHUNK):
+        candidates = chunk.drop_nulls(["user_id", "item_id"])
+        cat, num = encoders.encode(candidates)
+        probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
+        parts.append(
+            candidates.select(
+                pl.col("user_id").cast(pl.String()),
+                pl.col("item_id").cast(pl.String()),
+                scene.alias("scene"),
+                *extra,
+            ).with_columns(
+                pl.Series(f"p_{t}", probs[t].numpy(), dtype=pl.Float64())
+                if t in tasks
+                else pl.lit(None, pl.Float64()).alias(f"p_{t}")
+                for t in PROB_TASKS
+            )
+        )
+    scored = pl.concat(parts, rechunk=True)
     price_weight = settings.fusion_price_weight if "price" in scored.columns else 0.0
     scored = scored.with_columns(
         fused_score(tasks, settings.fusion_click_weight, settings.fusion_purchase_weight, price_weight).alias(

@@ -385,6 +385,28 @@ def test_score_covers_unseen_users_and_items(trained) -> None:
     assert everything["score"].is_finite().all()
 
 
+def test_score_in_chunks_equals_one_pass_and_handles_no_candidates(trained, monkeypatch) -> None:
+    """Scoring reads the candidates a chunk at a time (memory): the lists are those of one pass, also
+    when a user's candidates straddle two chunks; a day without candidates gives an empty table."""
+    from mtl_model import score as score_module
+
+    settings, _ = trained
+    monkeypatch.setattr(score_module, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(score_module, "SCORE_CHUNK", 10**9)
+    one_pass = pl.read_parquet(score(settings, DS))
+    monkeypatch.setattr(score_module, "SCORE_CHUNK", 3 * 7)  # 161 rows → 8 chunks
+    chunked = pl.read_parquet(score(settings, DS))
+    assert chunked.height == one_pass.height > 0 and chunked.equals(one_pass)
+    path = settings.export_dir(DS) / "candidates.parquet"
+    saved = pl.read_parquet(path)
+    try:
+        saved.clear().write_parquet(path)
+        empty = pl.read_parquet(score(settings, DS))
+        assert empty.height == 0 and empty.schema == pl.Schema(RECOMMENDATIONS_SCHEMA)
+    finally:
+        saved.write_parquet(path)
+
+
 def test_score_with_click_only_model(samples: pl.DataFrame, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, epochs=1, tasks=("click",), top_k=3, architecture="mmoe")
     write_inputs(settings, samples)
