@@ -1,5 +1,6 @@
 """Training benchmark of the joint model: samples/s and validation AUC per architecture, dense vs sparse
-embedding gradients, side by side with torch-rechub's MMOE and PLE on identical tensors.
+embedding gradients, side by side with torch-rechub's and DeepCTR-Torch's MMOE and PLE on identical
+tensors.
 
     python bench/bench_train.py                      # defaults below: ~500k simulated exposures, 2 epochs
     python bench/bench_train.py --users 4000 --epochs 1 --no-rechub   # a quick look
@@ -14,10 +15,12 @@ of counts and amounts (``FeatureSpec(log_counts=False)``), to measure that trans
 
 * ``tandem``: :func:`mtl_model.train.fit_model`, the nightly training loop (tensors in memory, a seeded
   permutation per epoch, fused Adam, or a row-sparse Adam on the embeddings + Adam on the rest).
-* ``rechub/own``: torch-rechub 0.9.0 (``pip install --no-deps torch-rechub==0.9.0 scikit-learn``) with
+* ``rechub/own``: torch-rechub 0.9.0 with
   its own ``MTLTrainer`` and ``DataGenerator`` (a DataLoader over per-row dicts), as its docs use it.
 * ``rechub/loop``: the same rechub model fed from in-memory tensors by a minimal loop (isolates the
   model's own cost from its data path).
+* ``deepctr/own``: DeepCTR-Torch 0.3.0's ``MMOE`` / ``PLE`` with its own ``compile`` / ``fit``, as its docs
+  use them. Both libraries: ``pip install -e '.[bench]'``.
 
 Speed: samples per second of the fastest epoch of each model (training steps only, validation
 excluded: the least disturbed epoch on a shared machine); compare the ratios within one run, not
@@ -243,6 +246,67 @@ def run_rechub_loop(t: Tensors, kind: str, args) -> dict:
     return {"samples_per_s": n / min(seconds), **best(per_epoch)}
 
 
+def deepctr_model(kind: str, t: Tensors):
+    """DeepCTR-Torch's MMOE / PLE at the capacity of the other rows: gates without hidden layers,
+    towers of TOWER_DIM; everything else (init, L2 on the embeddings) DeepCTR's defaults."""
+    from deepctr_torch.inputs import DenseFeat, SparseFeat
+    from deepctr_torch.models.multitask import MMOE, PLE
+
+    columns = [
+        SparseFeat(f"cat_{name}", vocabulary_size=card, embedding_dim=16)
+        for name, card in zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True)
+    ] + [DenseFeat(f"num_{name}", 1) for name in t.encoders.spec.numeric]
+    common = dict(
+        gate_dnn_hidden_units=(),
+        tower_dnn_hidden_units=(TOWER_DIM,),
+        task_types=["binary"] * len(TASKS),
+        task_names=list(TASKS),
+        device="cpu",
+    )
+    if kind == "mmoe":
+        return MMOE(columns, num_experts=4, expert_dnn_hidden_units=(128, 64), **common)
+    experts = dict(shared_expert_num=2, specific_expert_num=1, num_levels=2, expert_dnn_hidden_units=(64,))
+    model = PLE(columns, **experts, **common)
+    # DeepCTR-Torch 0.3.0 builds specific_expert_num shared experts per level instead of
+    # shared_expert_num (ple.py, `multi_module_list(..., 1, self.specific_expert_num, ...)`), and its
+    # forward then indexes past them: rebuild them as the paper and the docstring have it
+    from deepctr_torch.layers import DNN
+
+    model.shared_experts = torch.nn.ModuleList(
+        torch.nn.ModuleList(
+            [
+                torch.nn.ModuleList(
+                    DNN(model.input_dim if level == 0 else 64, (64,), init_std=0.0001, device="cpu")
+                    for _ in range(2)
+                )
+            ]
+        )
+        for level in range(2)
+    )
+    return model
+
+
+def run_deepctr_own(t: Tensors, kind: str, args) -> dict:
+    """DeepCTR-Torch 0.3.0 with its own Keras-like ``compile`` / ``fit`` (a DataLoader over a
+    TensorDataset of the concatenated inputs), one ``fit`` call per epoch to time each."""
+    import contextlib
+    import io
+
+    torch.manual_seed(args.seed)
+    model = deepctr_model(kind, t)
+    model.compile(torch.optim.Adam(model.parameters(), lr=args.lr), loss=["binary_crossentropy"] * len(TASKS))
+    x_tr = {k: v.numpy() for k, v in rechub_x(t, t.cat_tr, t.num_tr).items()}
+    x_va = {k: v.numpy() for k, v in rechub_x(t, t.cat_va, t.num_va).items()}
+    seconds, per_epoch = [], []
+    for _ in range(args.epochs):
+        with Timer() as timer, contextlib.redirect_stdout(io.StringIO()):  # fit prints its device
+            model.fit(x_tr, t.y_tr.numpy(), batch_size=args.batch_size, epochs=1, verbose=0)
+        seconds.append(timer.seconds)
+        p = model.predict(x_va, batch_size=65536)
+        per_epoch.append(quality({task: p[:, i].astype(np.float64) for i, task in enumerate(TASKS)}, t))
+    return {"samples_per_s": t.cat_tr.shape[0] / min(seconds), **best(per_epoch)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=40_000)
@@ -256,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
-    parser.add_argument("--no-rechub", action="store_true")
+    parser.add_argument("--no-rechub", action="store_true", help="no torch-rechub or DeepCTR-Torch rows")
     parser.add_argument("--features", action="store_true", help="add f_* features; log vs linear rows")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
@@ -336,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             ("rechub MMOE in tensor loop", lambda: run_rechub_loop(t, "mmoe", args)),
             ("rechub PLE[64x2] own trainer", lambda: run_rechub_own(t, "ple", args)),
             ("rechub PLE[64x2] in tensor loop", lambda: run_rechub_loop(t, "ple", args)),
+            ("deepctr MMOE own trainer", lambda: run_deepctr_own(t, "mmoe", args)),
+            ("deepctr PLE[64x2] own trainer", lambda: run_deepctr_own(t, "ple", args)),
         ]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     for name, run in runs:
@@ -348,17 +414,18 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    ref = {
-        kind: next((r["samples_per_s"] for r in rows if r["model"] == f"rechub {kind} own trainer"), None)
-        for kind in ("MMOE", "PLE[64x2]")
-    }
-    for r in rows:
-        name = r["model"].lower()
-        kind = "MMOE" if "mmoe" in name else "PLE[64x2]" if "ple[64x2]" in name else None
-        kind = None if "single-task" in name or "pcgrad" in name or "f_ linear" in name else kind
-        if "samples_per_s" in r and kind and ref.get(kind):
-            r["x_rechub"] = r["samples_per_s"] / ref[kind]
-    columns = ["model", "samples_per_s", "x_rechub", *(f"auc_{k}" for k in TASKS), "mean_auc"]
+    for lib in ("rechub", "deepctr"):  # x_<lib>: samples/s ÷ that library's own trainer, same architecture
+        ref = {
+            kind: next((r["samples_per_s"] for r in rows if r["model"] == f"{lib} {kind} own trainer"), None)
+            for kind in ("MMOE", "PLE[64x2]")
+        }
+        for r in rows:
+            name = r["model"].lower()
+            kind = "MMOE" if "mmoe" in name else "PLE[64x2]" if "ple[64x2]" in name else None
+            kind = None if "single-task" in name or "pcgrad" in name or "f_ linear" in name else kind
+            if "samples_per_s" in r and kind and ref.get(kind):
+                r[f"x_{lib}"] = r["samples_per_s"] / ref[kind]
+    columns = ["model", "samples_per_s", "x_rechub", "x_deepctr", *(f"auc_{k}" for k in TASKS), "mean_auc"]
     columns += [f"gauc_{k}" for k in TASKS] + ["load"]
     print()
     print(table(rows, columns, markdown=args.markdown))
