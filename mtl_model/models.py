@@ -464,45 +464,63 @@ class CGC(nn.Module):
         index = torch.tensor([own + list(range(n, n + n_shared_experts)) for own in pools])  # [T, m_t + m_s]
         self.register_buffer("pool_index", index, persistent=False)
 
-    def _task_gates(self, task_in: torch.Tensor, scene_emb: torch.Tensor | None, first: bool) -> torch.Tensor:
-        """Softmax weights of each task's gate over its m_t + m_s experts: [B, T, m_t + m_s]."""
+    def _gates_on_one_input(
+        self, x: torch.Tensor, scene_emb: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """First level, where every gate reads concat(x, scene): all the level's gate logits in one GEMM
+        [T·m (+ n), In + D] @ [In + D, B]. Returns the task gates [B, T, m] and the shared gate [B, n]."""
+        t, m = self.t, self.m_t + self.m_s
+        gate_in = x if scene_emb is None else torch.cat([x, scene_emb], dim=1)  # [B, In + D]
+        w = self.task_gate_w.transpose(1, 2).reshape(t * m, -1)  # [T·m, In + D]
+        b = self.task_gate_b.reshape(t * m)
+        if self.shared_gate is not None:
+            w = torch.cat([w, self.shared_gate.weight])
+            b = torch.cat([b, self.shared_gate.bias])
+        logits = torch.addmm(b.unsqueeze(1), w, gate_in.t())  # [T·m (+ n), B]: batch-last
+        g = softmax_gates(logits[: t * m].view(t, m, -1))
+        return g, (softmax_gates(logits[t * m :]) if self.shared_gate is not None else None)
+
+    def _gates_on_task_inputs(
+        self, task_in: torch.Tensor, shared_in: torch.Tensor, scene_emb: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Later levels: task gate t reads concat(task t's input, scene) ([T, m, In] @ [T, In, B]), the
+        shared gate concat(shared input, scene). Returns [B, T, m] and [B, n] (None in the last level)."""
         w_x = self.task_gate_w[:, : self.in_dim].transpose(1, 2)  # [T, m, In]
         w_s = self.task_gate_w[:, self.in_dim :].transpose(1, 2)  # [T, m, D]: the scene embedding's part
-        b = self.task_gate_b.transpose(1, 2)  # [T, m, 1]
-        if first:  # every gate reads the same x [B, In]: one GEMM [T·m, In] @ [In, B]
-            x = task_in[0]
-            logits = (w_x.reshape(-1, self.in_dim) @ x.t()).view(self.t, -1, x.shape[0]) + b  # [T, m, B]
-        else:  # gate t reads task t's input: [T, m, In] @ [T, In, B]
-            logits = torch.baddbmm(b, w_x, task_in.transpose(1, 2))  # [T, m, B]
+        logits = torch.baddbmm(self.task_gate_b.transpose(1, 2), w_x, task_in.transpose(1, 2))  # [T, m, B]
         if scene_emb is not None:  # concat(input, scene) @ W = input @ W_x + scene @ W_s
             logits = logits + torch.matmul(w_s, scene_emb.t())  # + [T, m, D] @ [D, B]
-        return softmax_gates(logits)
+        gs = None
+        if self.shared_gate is not None:
+            gate_in = shared_in if scene_emb is None else torch.cat([shared_in, scene_emb], dim=1)
+            gs = softmax_gates(
+                torch.addmm(self.shared_gate.bias.unsqueeze(1), self.shared_gate.weight, gate_in.t())
+            )
+        return softmax_gates(logits), gs
 
     def forward(
         self, task_in: torch.Tensor, shared_in: torch.Tensor, scene_emb: torch.Tensor | None, first: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         t, m_t = self.t, self.m_t
         banks = [self.task_experts, self.shared_experts]
-        if first:  # every expert reads the same x [B, In]
+        if first:  # every expert and every gate reads the same x [B, In]
             pool = run_experts(banks, shared_in)  # [n, B, H]
+            g, gs = self._gates_on_one_input(shared_in, scene_emb)
         else:  # task t's experts read task t's input, the shared experts the shared input
-            inputs = [task_in.repeat_interleave(m_t, dim=0), shared_in.expand(self.m_s, -1, -1)]
+            own = task_in if m_t == 1 else task_in.repeat_interleave(m_t, dim=0)  # [T·m_t, B, In]
+            inputs = [own, shared_in.expand(self.m_s, -1, -1)]
             pool = run_experts(banks, torch.cat(inputs))  # [n, B, In] → [n, B, H]
-        g = self._task_gates(task_in, scene_emb, first)  # [B, T, m_t + m_s]
-        b = g.shape[0]
+            g, gs = self._gates_on_task_inputs(task_in, shared_in, scene_emb)
+        b = g.shape[0]  # g: [B, T, m_t + m_s]
         weights = g.new_zeros(b, t, pool.shape[0]).scatter(
             2, self.pool_index.expand(b, -1, -1), g
         )  # [B, T, n]
         gates = {f"task{k}": g[:, k] for k in range(t)}
-        if self.shared_gate is not None:
-            gate_in = shared_in if scene_emb is None else torch.cat([shared_in, scene_emb], dim=1)
-            gs = softmax_gates(
-                torch.addmm(self.shared_gate.bias.unsqueeze(1), self.shared_gate.weight, gate_in.t())
-            )
+        if gs is not None:
             weights = torch.cat([weights, gs.unsqueeze(1)], dim=1)  # [B, T + 1, n]
             gates["shared"] = gs  # [B, n]
         reps = mixture(weights, pool)  # [T (+1), B, H]
-        return reps[:t], (reps[t] if self.shared_gate is not None else None), gates
+        return reps[:t], (reps[t] if gs is not None else None), gates
 
 
 class PLE(MultiTaskNet):
