@@ -32,10 +32,9 @@ lint: venv
 
 # Benchmarks print their figures (docs/benchmarks.md records them); not part of `make test`.
 bench: venv
-	@$(PY) -m pip install -q --no-deps torch-rechub==0.9.0 2>&1 | grep -v "is ignored" || true
-	@$(PY) -m pip install -q scikit-learn 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,bench]" 2>&1 | grep -v "is ignored" || true
 	$(PY) bench/bench_simulate.py --sizes 1M,10M
-	$(PY) bench/bench_train.py --threads 1 --epochs 3 --markdown
+	$(PY) bench/bench_train.py --threads 2 --epochs 2 --markdown
 	$(PY) bench/bench_anomalies.py
 	$(PY) bench/bench_night.py --events-per-day 1000000 --days 30
 
