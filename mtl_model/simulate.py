@@ -88,6 +88,7 @@ __all__ = [
     "SimConfig",
     "SimSummary",
     "simulate",
+    "true_probabilities",
     "main_summary_line",
     "events_csv_path",
     "CATEGORY_PATHS",
@@ -668,6 +669,43 @@ def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
     if cfg.injects_bad_data:
         _inject_bad_data(cfg, day, tz, out)
     return out
+
+
+def _indices(ids: pl.Series, prefix: str, n: int) -> np.ndarray:
+    """Universe indices of ids made by :func:`_ids` (``prefix`` + zero-padded index); -1 elsewhere."""
+    ids = ids.cast(pl.String())
+    number = ids.str.strip_prefix(prefix).cast(pl.Int64, strict=False)
+    ok = ids.str.starts_with(prefix) & number.is_between(0, n - 1)
+    return pl.select(pl.when(ok).then(number).otherwise(-1)).to_series().fill_null(-1).to_numpy()
+
+
+def true_probabilities(
+    config: SimConfig, users: pl.Series, items: pl.Series, position: np.ndarray, search: bool = False
+) -> pl.DataFrame:
+    """The simulator's own probabilities of showing ``items[k]`` to ``users[k]`` at ``position[k]`` (1 =
+    top) in the home feed (or the search results), from the universe of ``config`` (a function of the
+    config alone): columns ``p_click``, ``p_cart``, ``p_purchase``, unconditional per impression as in
+    ``truth/exposures``. Null for ids the simulator did not make and for click bots (they click by a
+    rule, not by taste). For judging ranked lists against the truth, whatever was shown."""
+    uni = _Universe(config)
+    u = _indices(users, "u", config.n_users)
+    i = _indices(items, "i", config.n_items)
+    known = (u >= 0) & (i >= 0)
+    u, i = np.where(known, u, 0), np.where(known, i, 0)
+    known &= ~uni.is_bot[u]
+    aff = (uni.user_vec[u] * uni.item_vec[i]).sum(axis=1) / np.sqrt(config.latent_dim)
+    pos_bias = -POS_DECAY * np.log(np.maximum(np.asarray(position, dtype=np.float64), 1.0))
+    logit = B_CLICK + A_CLICK * aff + uni.item_quality[i] + pos_bias + SEARCH_CLICK_OFFSET * float(search)
+    p_click = _sigmoid(logit)
+    p_cart = p_click * _sigmoid(B_CART + A_CART * aff)
+    price_term = uni.price_sens[u] * (uni.item_logprice[i] - uni.logprice_ref)
+    p_purchase = p_cart * _sigmoid(B_BUY + A_BUY * aff - price_term)
+    return pl.DataFrame(
+        {
+            name: np.where(known, p, np.nan)
+            for name, p in (("p_click", p_click), ("p_cart", p_cart), ("p_purchase", p_purchase))
+        }
+    ).fill_nan(None)
 
 
 # ---------------------------------------------------------------- planted anomalies

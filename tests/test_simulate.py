@@ -16,7 +16,14 @@ from mtl_model.config import DBT_PROJECT_DIR, Settings
 
 # the landing-zone contract (DESIGN.md), defined once, in the adapters' module
 from mtl_model.ingest import EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
-from mtl_model.simulate import SimConfig, SimSummary, events_csv_path, main_summary_line, simulate
+from mtl_model.simulate import (
+    SimConfig,
+    SimSummary,
+    events_csv_path,
+    main_summary_line,
+    simulate,
+    true_probabilities,
+)
 
 START = date(2024, 3, 1)
 DAYS = 3
@@ -288,6 +295,30 @@ def test_truth_covers_every_impression(tiny):
         truth = pl.read_parquet(_exposures_part(settings, d))
         imp_ids = ev.filter(pl.col("event_type") == "impression")["event_id"]
         assert truth.height == imp_ids.len() and set(truth["event_id"]) == set(imp_ids)
+
+
+def test_true_probabilities_of_any_pair_are_those_of_the_shown_ones(tiny):
+    """`true_probabilities` rebuilds the universe from the config: for every impression it gives the
+    p_* of the truth file (scene and position included); unknown ids and bots get nulls."""
+    settings, _ = tiny
+    bots = pl.read_parquet(settings.home / "truth" / "bots.parquet")["user_id"]
+    for d in _days():
+        imp = pl.read_parquet(_part(settings, "events", d)).filter(
+            (pl.col("event_type") == "impression") & ~pl.col("user_id").is_in(bots.implode())
+        )
+        truth = imp.join(pl.read_parquet(_exposures_part(settings, d)), on="event_id")
+        for scene in ("home", "search"):
+            rows = truth.filter(pl.col("scene") == scene)
+            got = true_probabilities(
+                TINY, rows["user_id"], rows["item_id"], rows["position"].to_numpy(), search=scene == "search"
+            )
+            assert rows.height > 50
+            for p in ("p_click", "p_cart", "p_purchase"):
+                assert np.allclose(got[p].to_numpy(), rows[p].to_numpy(), rtol=1e-12, atol=0), (d, scene, p)
+    odd = true_probabilities(
+        TINY, pl.Series(["u000001", "nobody", "u999999", bots[0]]), pl.Series(["i000002"] * 4), np.ones(4)
+    )
+    assert odd["p_click"].is_null().to_list() == [False, True, True, True]
 
 
 def test_bots_click_but_never_buy(tiny):

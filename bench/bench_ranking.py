@@ -1,0 +1,163 @@
+"""Recommendation lists judged by the simulator's truth: the clicks and purchases a user would make if
+shown the list. The replay metrics of ``rec_feedback`` are judged differently: what users did on the
+next day with what the simulator's own feed showed them.
+
+    python bench/bench_ranking.py                    # demo size: 2,000 users, 1,000 items, 14 days
+    python bench/bench_ranking.py --users 20000 --items 10000
+
+The bench simulates, runs the last two nights through the DAG (``dag.test``), and builds, for the
+users with a published list on the last night, ``--k`` items per user:
+
+* ``model (published)``: the nightly recommendations (default fusion ``p_click·p_purchase``, at most
+  ``max_per_category`` items of a category);
+* ``model p_click`` / ``model p_purchase``: the same model and candidates, ranked by one task;
+* ``popularity (global list)``: the ``rec_feedback`` baseline, the most clicked items of the last 7
+  days, the same list for everyone;
+* ``candidates by clicks``: each user's candidates ranked by their clicks in those 7 days;
+* ``candidates at random``: a seeded shuffle of each user's candidates;
+* ``oracle clicks`` / ``oracle purchases``: the truth's best lists from the same candidates. This is
+  the ceiling for the candidate set.
+
+Every list from the candidates has the category cap. Each list is shown in the home feed at
+positions 1..K and judged by ``mtl_model.simulate.true_probabilities``. Reported per user: expected
+clicks, expected purchases, and each as a share of its oracle. Click bots are left out (their truth
+is a rule, not a taste). The ``rec_feedback`` replay rows of the last night are printed alongside.
+Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import table  # noqa: E402
+
+END = date(2026, 1, 14)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="tandem-bench-ranking-"))
+    os.environ["TANDEM_HOME"] = str(home)  # the DAG's tasks load their settings from the environment
+    os.environ["TANDEM_TOP_K"] = str(args.k)
+
+    import duckdb
+
+    from mtl_model.airflow_env import run_day
+    from mtl_model.config import load_settings
+    from mtl_model.models import predict_proba
+    from mtl_model.registry import load_current
+    from mtl_model.score import top_k
+    from mtl_model.simulate import SimConfig, simulate, true_probabilities
+
+    settings = load_settings()
+    config = SimConfig(n_users=args.users, n_items=args.items, seed=settings.seed)
+    last = END
+    t0 = time.perf_counter()
+    simulate(settings, last - timedelta(days=args.days - 1), args.days, config)
+    for ds in (last - timedelta(days=1), last):
+        run_day(settings, ds)
+    print(f"home {home}: simulated {args.days} days and ran 2 nights in {time.perf_counter() - t0:.0f}s")
+
+    published = pl.read_parquet(settings.output_dir(last) / "recommendations.parquet")
+    candidates = pl.read_parquet(settings.export_dir(last) / "candidates.parquet")
+    model, encoders, version = load_current(settings)
+    cat, num = encoders.encode(candidates)
+    probs = predict_proba(model, cat, num)
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        clicks = con.sql(
+            "select item_id, sum(click)::double as clicks, count(*) as exposures from interactions "
+            f"where ds between date '{last}' - 6 and date '{last}' group by item_id"
+        ).pl()
+        feedback = con.sql(
+            "select recommender, metric, value from rec_feedback_day order by recommender, metric"
+        ).pl()
+    scored = candidates.select(
+        "user_id", "item_id", pl.col("scene").cast(pl.String()), "category_id"
+    ).with_columns(
+        *(pl.Series(f"p_{t}", probs[t].numpy()) for t in model.tasks),
+        pl.Series("shuffle", np.random.default_rng(settings.seed).random(candidates.height)),
+    )
+    scored = scored.join(clicks, on="item_id", how="left").with_columns(
+        pl.col("clicks", "exposures").fill_null(0)
+    )
+    truth = true_probabilities(config, scored["user_id"], scored["item_id"], np.ones(scored.height))
+    scored = scored.with_columns(
+        truth["p_click"].alias("true_click"), truth["p_purchase"].alias("true_purchase")
+    )
+
+    users = published.select("user_id").unique()
+
+    def from_candidates(score: pl.Expr) -> pl.DataFrame:
+        ranked = top_k(scored.with_columns(score.alias("score")), args.k, settings.max_per_category)
+        return ranked.select("user_id", "item_id", "rank")
+
+    popular = clicks.sort(["clicks", "exposures", "item_id"], descending=[True, True, False]).head(args.k)
+    lists = {
+        "model (published)": published.select("user_id", "item_id", "rank"),
+        "model p_click": from_candidates(pl.col("p_click")),
+        "model p_purchase": from_candidates(pl.col("p_purchase")),
+        "popularity (global list)": users.join(
+            popular.select("item_id", (pl.int_range(pl.len()) + 1).cast(pl.Int32).alias("rank")), how="cross"
+        ),
+        "candidates by clicks": from_candidates(pl.col("clicks") + pl.col("exposures") * 1e-9),
+        "candidates at random": from_candidates(pl.col("shuffle")),
+        "oracle clicks": from_candidates(pl.col("true_click").fill_null(0)),
+        "oracle purchases": from_candidates(pl.col("true_purchase").fill_null(0)),
+    }
+    rows = []
+    for name, recs in lists.items():
+        recs = recs.join(users, on="user_id")
+        p = true_probabilities(config, recs["user_id"], recs["item_id"], recs["rank"].to_numpy())
+        per_user = (
+            recs.with_columns(p).group_by("user_id").agg(pl.col("p_click").sum(), pl.col("p_purchase").sum())
+        )
+        human = per_user.filter(pl.col("p_click") > 0)  # bots: a null truth, summed to 0
+        rows.append(
+            {
+                "list": name,
+                "users": human.height,
+                "clicks_per_user": human["p_click"].mean(),
+                "purchases_per_user": human["p_purchase"].mean(),
+            }
+        )
+    oracle = {r["list"]: r for r in rows if r["list"].startswith("oracle")}
+    for r in rows:
+        r["clicks_vs_oracle"] = r["clicks_per_user"] / oracle["oracle clicks"]["clicks_per_user"]
+        r["purchases_vs_oracle"] = r["purchases_per_user"] / oracle["oracle purchases"]["purchases_per_user"]
+    print(
+        f"\nlists of {last} (model {version}), top {args.k}, category cap {settings.max_per_category}; "
+        f"expected clicks and purchases per user if the list is shown in the home feed (simulator truth)\n"
+    )
+    columns = [
+        "list",
+        "users",
+        "clicks_per_user",
+        "clicks_vs_oracle",
+        "purchases_per_user",
+        "purchases_vs_oracle",
+    ]
+    print(table(rows, columns, markdown=True))
+    print(
+        f"\nrec_feedback of {last} (replay: the lists of {last - timedelta(days=1)} against what users did):"
+    )
+    print(feedback.pivot(on="recommender", index="metric", values="value"))
+
+
+if __name__ == "__main__":
+    main()
