@@ -11,9 +11,10 @@ users with a published list on the last night, ``--k`` items per user:
 * ``model (published)``: the nightly recommendations (default fusion ``p_click·p_purchase``, at most
   ``max_per_category`` items of a category);
 * ``model p_click`` / ``model p_purchase``: the same model and candidates, ranked by one task;
-* ``popularity (global list)``: the ``rec_feedback`` baseline, the most clicked items of the last 7
-  days, the same list for everyone;
-* ``candidates by clicks``: each user's candidates ranked by their clicks in those 7 days;
+* ``popularity (global list)``: the ``rec_feedback`` baseline, the items clicked by the most users in
+  the last 7 days, the same list for everyone;
+* ``candidates by clickers``: each user's candidates ranked by how many users clicked them in those
+  7 days;
 * ``candidates at random``: a seeded shuffle of each user's candidates;
 * ``oracle clicks`` / ``oracle purchases``: the truth's best lists from the same candidates. This is
   the ceiling for the candidate set.
@@ -81,7 +82,8 @@ def main() -> None:
     probs = predict_proba(model, cat, num)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         clicks = con.sql(
-            "select item_id, sum(click)::double as clicks, count(*) as exposures from interactions "
+            "select item_id, count(distinct user_id) filter (where click = 1) as clickers, "
+            "sum(click)::double as clicks, count(*) as exposures from interactions "
             f"where ds between date '{last}' - 6 and date '{last}' group by item_id"
         ).pl()
         feedback = con.sql(
@@ -94,7 +96,7 @@ def main() -> None:
         pl.Series("shuffle", np.random.default_rng(settings.seed).random(candidates.height)),
     )
     scored = scored.join(clicks, on="item_id", how="left").with_columns(
-        pl.col("clicks", "exposures").fill_null(0)
+        pl.col("clickers", "clicks", "exposures").fill_null(0)
     )
     truth = true_probabilities(config, scored["user_id"], scored["item_id"], np.ones(scored.height))
     scored = scored.with_columns(
@@ -107,7 +109,9 @@ def main() -> None:
         ranked = top_k(scored.with_columns(score.alias("score")), args.k, settings.max_per_category)
         return ranked.select("user_id", "item_id", "rank")
 
-    popular = clicks.sort(["clicks", "exposures", "item_id"], descending=[True, True, False]).head(args.k)
+    popular = clicks.sort(
+        ["clickers", "clicks", "exposures", "item_id"], descending=[True, True, True, False]
+    ).head(args.k)
     lists = {
         "model (published)": published.select("user_id", "item_id", "rank"),
         "model p_click": from_candidates(pl.col("p_click")),
@@ -115,7 +119,7 @@ def main() -> None:
         "popularity (global list)": users.join(
             popular.select("item_id", (pl.int_range(pl.len()) + 1).cast(pl.Int32).alias("rank")), how="cross"
         ),
-        "candidates by clicks": from_candidates(pl.col("clicks") + pl.col("exposures") * 1e-9),
+        "candidates by clickers": from_candidates(pl.col("clickers") + pl.col("clicks") * 1e-6),
         "candidates at random": from_candidates(pl.col("shuffle")),
         "oracle clicks": from_candidates(pl.col("true_click").fill_null(0)),
         "oracle purchases": from_candidates(pl.col("true_purchase").fill_null(0)),

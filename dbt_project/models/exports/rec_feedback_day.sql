@@ -1,7 +1,7 @@
 {#- Yesterday's recommendations judged by today's behaviour. For the run date D: the top-K lists
     published for D - 1, for the users active on D, against what they clicked and bought on D; next to
-    a popularity baseline (the K most clicked items of the `popularity_days` before D, the same list for
-    every one of those users). Metrics per recommender: hit_rate (≥ 1 recommended item clicked),
+    a popularity baseline (the K items clicked by the most users in the `popularity_days` before D, the
+    same list for every one of those users). Metrics per recommender: hit_rate (≥ 1 recommended item clicked),
     ndcg (binary relevance = clicked), purchase_hit_rate, catalog_coverage, users_evaluated, and two
     that separate exposure from preference: shown_rate (share of the recommended pairs the user was
     exposed to on D, whatever showed them) and shown_ctr (the share of those exposed pairs clicked).
@@ -34,7 +34,10 @@ model_recs as (
 ),
 
 popular_list as (
-    select item_id, row_number() over (order by sum(click) desc, count(*) desc, item_id) as rank
+    -- by how many users clicked (then clicks, exposures): a click bot's hundred clicks count once
+    select item_id, row_number() over (
+        order by count(distinct user_id) filter (where click = 1) desc, sum(click) desc, count(*) desc, item_id
+    ) as rank
     from {{ ref('interactions') }}
     where ds between {{ run_date() }} - interval ({{ var('popularity_days') }}) day and {{ run_date() }} - 1
     group by item_id

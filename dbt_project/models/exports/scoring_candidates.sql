@@ -1,7 +1,7 @@
 {#- Candidate (user, item) pairs to score for the run date, for every user active on the day, from
     four sources over the windows ending at the run date:
-      popular   the most clicked items of each scene (`candidates_popular_per_scene`)
-      affinity  the most clicked items of the user's top categories (`candidates_per_category` each)
+      popular   the items clicked by the most users in each scene (`candidates_popular_per_scene`)
+      affinity  the items clicked by the most users in the user's top categories (`candidates_per_category` each)
       covisit   items clicked in the same sessions as the items the user clicked (`candidates_covisit`)
       recent    items the user clicked or carted in the last 7 days (`candidates_recent`)
     Out-of-stock items, and (when `exclude_bought`) items the user bought in the window, are removed.
@@ -22,7 +22,9 @@ in_stock as (
 ),
 
 item_clicks as (
-    select item_id, scene, sum(click) as clicks, count(*) as exposures
+    -- popularity by how many users clicked (then clicks): a click bot's hundred clicks count once
+    select item_id, scene, count(distinct user_id) filter (where click = 1) as clickers,
+           sum(click) as clicks, count(*) as exposures
     from window_interactions
     group by item_id, scene
 ),
@@ -34,7 +36,7 @@ popular as (
     cross join (
         select
             item_id, scene,
-            row_number() over (partition by scene order by clicks desc, exposures desc, item_id) as source_rank
+            row_number() over (partition by scene order by clickers desc, clicks desc, exposures desc, item_id) as source_rank
         from item_clicks
         qualify source_rank <= {{ var('candidates_popular_per_scene') }}
     ) as p
@@ -43,7 +45,9 @@ popular as (
 category_top_items as (
     select
         s.category_id, c.item_id,
-        row_number() over (partition by s.category_id order by sum(c.clicks) desc, c.item_id) as rank_in_category
+        row_number() over (
+            partition by s.category_id order by sum(c.clickers) desc, sum(c.clicks) desc, c.item_id
+        ) as rank_in_category
     from item_clicks as c
     inner join in_stock as s using (item_id)
     group by s.category_id, c.item_id
