@@ -77,6 +77,10 @@ def main() -> None:
 
     published = pl.read_parquet(settings.output_dir(last) / "recommendations.parquet")
     candidates = pl.read_parquet(settings.export_dir(last) / "candidates.parquet")
+    if settings.recommend_scene:  # scored like score.py does: every candidate in the list's scene
+        candidates = candidates.with_columns(
+            pl.lit(settings.recommend_scene).cast(candidates.schema["scene"]).alias("scene")
+        )
     model, encoders, version = load_current(settings)
     cat, num = encoders.encode(candidates)
     probs = predict_proba(model, cat, num)

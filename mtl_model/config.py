@@ -81,6 +81,7 @@ class Settings:
     fusion_purchase_weight: float = 1.0
     fusion_price_weight: float = 0.0  # c = 1 (with a = b = 1): rank by expected revenue
     max_per_category: int = 3  # at most this many items of one category in a user's top K (0: no cap)
+    recommend_scene: str = "home"  # every candidate is scored in this scene ("": each in its own)
     anomaly_top_n: int = 50
 
     # Airflow

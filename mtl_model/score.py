@@ -4,8 +4,12 @@ The fused score is ``p_click ** a * p_purchase ** b * price ** c`` (``a``, ``b``
 ``fusion_click_weight``, ``fusion_purchase_weight``, ``fusion_price_weight``; with a = b = c = 1 it is
 the expected revenue of showing the item, with c = 0, the default, the chance of a click that ends in
 a purchase). A factor whose task the model lacks counts as 1, and a model with neither click nor
-purchase ranks by the product of its task probabilities. A (user, item) pair offered in several
-scenes keeps its best-scoring row; at most ``max_per_category`` items of one category enter a user's
+purchase ranks by the product of its task probabilities. Every candidate is scored in the scene
+the list is for (``recommend_scene``, default ``home``): a candidate found through search
+popularity has no query, and the search scene's higher click rates would favour it in a home list
+(judged by the simulator's truth, bench/bench_ranking.py: +7% clicks, +9% purchases at 20k users).
+With ``recommend_scene`` empty, each candidate keeps its own scene, and a (user, item) pair offered in
+several scenes keeps its best-scoring row; at most ``max_per_category`` items of one category enter a user's
 top K (0: no cap). Ties are broken by ``item_id`` then ``scene``.
 """
 
@@ -106,12 +110,16 @@ def score(settings: Settings, ds: date | str) -> Path:
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
     scene = pl.col("scene").cast(pl.String()) if "scene" in names else pl.lit(None, pl.String())
+    if settings.recommend_scene and "scene" in names:  # one list per user, for one scene
+        scene = pl.lit(settings.recommend_scene, pl.String())
     extra = [pl.col(c) for c in ("category_id", "price") if c in names]
     # chunks of SCORE_CHUNK rows: the wide candidate rows (every feature) are never all in memory, only
     # the narrow scored ones; chunks are multiples of PREDICT_BATCH, so the model sees the same batches
     parts: list[pl.DataFrame] = []
     for chunk in _read_chunks(path, SCORE_CHUNK):
         candidates = chunk.drop_nulls(["user_id", "item_id"])
+        if settings.recommend_scene and "scene" in names:
+            candidates = candidates.with_columns(scene.cast(candidates.schema["scene"]).alias("scene"))
         cat, num = encoders.encode(candidates)
         probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
         parts.append(

@@ -385,6 +385,24 @@ def test_score_covers_unseen_users_and_items(trained) -> None:
     assert everything["score"].is_finite().all()
 
 
+def test_candidates_are_scored_in_the_scene_of_the_list(trained) -> None:
+    """By default every candidate is scored as a home-feed item (a search candidate has no query);
+    with ``recommend_scene`` empty, each keeps its scene and the pair keeps its best-scoring row."""
+    settings, _ = trained
+    home = pl.read_parquet(score(replace(settings, top_k=1000, max_per_category=0), DS))
+    assert set(home["scene"]) == {"home"}
+    own = pl.read_parquet(score(replace(settings, top_k=1000, max_per_category=0, recommend_scene=""), DS))
+    assert set(own["scene"]) == {"home", "search"}
+    pairs = ["user_id", "item_id"]
+    both = home.join(own, on=pairs, suffix="_own")
+    assert both.height == home.height == own.height
+    # a pair kept from its search row scores differently from the same pair scored as home
+    search = both.filter(pl.col("scene_own") == "search")
+    assert search.height > 0 and (search["p_click"] != search["p_click_own"]).any()
+    home_rows = both.filter(pl.col("scene_own") == "home")
+    assert (home_rows["p_click"] - home_rows["p_click_own"]).abs().max() < 1e-12
+
+
 def test_score_in_chunks_equals_one_pass_and_handles_no_candidates(trained, monkeypatch) -> None:
     """Scoring reads the candidates a chunk at a time (memory): the lists are those of one pass, also
     when a user's candidates straddle two chunks; a day without candidates gives an empty table."""
