@@ -59,6 +59,15 @@ def product_logit(logit_a: torch.Tensor, logit_b: torch.Tensor) -> torch.Tensor:
     return log_p - log_1mp
 
 
+def gate_logits(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, scene_emb: torch.Tensor | None
+) -> torch.Tensor:
+    """Batch-last logits of gates reading concat(x, scene embedding): weight [G, I (+ D)], bias [G],
+    x [B, I], scene_emb [B, D] or None → [G, B] (one GEMM; see :func:`softmax_gates`)."""
+    gate_in = x if scene_emb is None else torch.cat([x, scene_emb], dim=1)  # [B, I (+ D)]
+    return torch.addmm(bias.unsqueeze(1), weight, gate_in.t())
+
+
 def softmax_gates(logits: torch.Tensor) -> torch.Tensor:
     """Gate weights from batch-last logits: [..., m, B] → softmax over the m experts → [B, ..., m].
 
@@ -413,8 +422,7 @@ class MMoE(MultiTaskNet):
 
     def _backbone(self, x, scene_emb):
         experts = self.experts(x)  # [E, B, H]
-        gate_in = x if scene_emb is None else torch.cat([x, scene_emb], dim=1)  # [B, I + D]
-        logits = torch.addmm(self.gates.bias.unsqueeze(1), self.gates.weight, gate_in.t())  # [T·E, B]
+        logits = gate_logits(self.gates.weight, self.gates.bias, x, scene_emb)  # [T·E, B]
         g = softmax_gates(logits.view(len(self.tasks), self.n_experts, -1))  # [B, T, E]
         reps = mixture(g, experts)  # task t's input: Σ_e g[:, t, e] · expert_e(x) → [T, B, H]
         return reps, {t: g[:, k] for k, t in enumerate(self.tasks)}
@@ -470,13 +478,12 @@ class CGC(nn.Module):
         """First level, where every gate reads concat(x, scene): all the level's gate logits in one GEMM
         [T·m (+ n), In + D] @ [In + D, B]. Returns the task gates [B, T, m] and the shared gate [B, n]."""
         t, m = self.t, self.m_t + self.m_s
-        gate_in = x if scene_emb is None else torch.cat([x, scene_emb], dim=1)  # [B, In + D]
         w = self.task_gate_w.transpose(1, 2).reshape(t * m, -1)  # [T·m, In + D]
         b = self.task_gate_b.reshape(t * m)
         if self.shared_gate is not None:
             w = torch.cat([w, self.shared_gate.weight])
             b = torch.cat([b, self.shared_gate.bias])
-        logits = torch.addmm(b.unsqueeze(1), w, gate_in.t())  # [T·m (+ n), B]: batch-last
+        logits = gate_logits(w, b, x, scene_emb)  # [T·m (+ n), B]
         g = softmax_gates(logits[: t * m].view(t, m, -1))
         return g, (softmax_gates(logits[t * m :]) if self.shared_gate is not None else None)
 
@@ -492,9 +499,8 @@ class CGC(nn.Module):
             logits = logits + torch.matmul(w_s, scene_emb.t())  # + [T, m, D] @ [D, B]
         gs = None
         if self.shared_gate is not None:
-            gate_in = shared_in if scene_emb is None else torch.cat([shared_in, scene_emb], dim=1)
             gs = softmax_gates(
-                torch.addmm(self.shared_gate.bias.unsqueeze(1), self.shared_gate.weight, gate_in.t())
+                gate_logits(self.shared_gate.weight, self.shared_gate.bias, shared_in, scene_emb)
             )
         return softmax_gates(logits), gs
 

@@ -83,9 +83,8 @@ def top_k(scored: pl.DataFrame, k: int, max_per_category: int = 0) -> pl.DataFra
     ).filter(pl.col("rank") <= k)
 
 
-def _read_chunks(path: Path, rows: int) -> Iterator[pl.DataFrame]:
+def _read_chunks(reader: pq.ParquetFile, rows: int) -> Iterator[pl.DataFrame]:
     """The Parquet file's rows, ``rows`` at a time (one empty frame with its columns if it has none)."""
-    reader = pq.ParquetFile(path)
     empty = True
     for batch in reader.iter_batches(batch_size=rows):
         empty = False
@@ -105,21 +104,23 @@ def score(settings: Settings, ds: date | str) -> Path:
     model.to(device)
     tasks = tuple(model.tasks)
 
-    names = pq.ParquetFile(path).schema_arrow.names
+    reader = pq.ParquetFile(path)
+    names = reader.schema_arrow.names
     missing = [c for c in ("user_id", "item_id") if c not in names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
+    list_scene = settings.recommend_scene if "scene" in names else ""  # one list per user, for one scene
     scene = pl.col("scene").cast(pl.String()) if "scene" in names else pl.lit(None, pl.String())
-    if settings.recommend_scene and "scene" in names:  # one list per user, for one scene
-        scene = pl.lit(settings.recommend_scene, pl.String())
     extra = [pl.col(c) for c in ("category_id", "price") if c in names]
     # chunks of SCORE_CHUNK rows: the wide candidate rows (every feature) are never all in memory, only
     # the narrow scored ones; chunks are multiples of PREDICT_BATCH, so the model sees the same batches
     parts: list[pl.DataFrame] = []
-    for chunk in _read_chunks(path, SCORE_CHUNK):
+    for chunk in _read_chunks(reader, SCORE_CHUNK):
         candidates = chunk.drop_nulls(["user_id", "item_id"])
-        if settings.recommend_scene and "scene" in names:
-            candidates = candidates.with_columns(scene.cast(candidates.schema["scene"]).alias("scene"))
+        if list_scene:
+            candidates = candidates.with_columns(
+                pl.lit(list_scene).cast(chunk.schema["scene"]).alias("scene")
+            )
         cat, num = encoders.encode(candidates)
         probs = predict_proba(model, cat, num, batch_size=PREDICT_BATCH, device=device)
         parts.append(

@@ -478,6 +478,18 @@ class _Day:
     csv_cut: float | None = None  # cut the CSV's last line at this fraction of its length
 
 
+def _taste_probabilities(
+    uni: _Universe, users: np.ndarray, items: np.ndarray, aff: np.ndarray, position: np.ndarray, search
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true model of a human user (arrays broadcast together, e.g. users [S, 1], items [S, K]):
+    P(click) of an impression at ``position`` (1 = top) in the search results or the home feed,
+    P(cart | click) and P(purchase | cart). ``aff`` = user · item / √d."""
+    logit = B_CLICK + A_CLICK * aff + uni.item_quality[items] + -POS_DECAY * np.log(position)
+    logit += SEARCH_CLICK_OFFSET * search
+    price_term = uni.price_sens[users] * (uni.item_logprice[items] - uni.logprice_ref)
+    return _sigmoid(logit), _sigmoid(B_CART + A_CART * aff), _sigmoid(B_BUY + A_BUY * aff - price_term)
+
+
 def _day_bounds_us(day: date, tz: str) -> tuple[int, int]:
     """Start (UTC epoch microseconds) and length of business day ``day``."""
     zone = ZoneInfo(tz)
@@ -573,13 +585,9 @@ def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
     aff = np.take_along_axis(aff, rank, axis=1)
 
     # ---- true probabilities and outcomes
-    pos_bias = -POS_DECAY * np.log(np.arange(1, K + 1))
-    logit = B_CLICK + A_CLICK * aff + uni.item_quality[items] + pos_bias[None, :]
-    logit += SEARCH_CLICK_OFFSET * s_search[:, None]
-    p_click = _sigmoid(logit)
-    p_cart_c = _sigmoid(B_CART + A_CART * aff)
-    price_term = uni.price_sens[s_user][:, None] * (uni.item_logprice[items] - uni.logprice_ref)
-    p_buy_c = _sigmoid(B_BUY + A_BUY * aff - price_term)
+    p_click, p_cart_c, p_buy_c = _taste_probabilities(
+        uni, s_user[:, None], items, aff, np.arange(1, K + 1)[None, :], s_search[:, None]
+    )
     bot_rows = s_bot[:, None]
     p_click = np.where(bot_rows, BOT_CLICK_P, p_click)
     p_cart_c = np.where(bot_rows, 0.0, p_cart_c)
@@ -694,12 +702,10 @@ def true_probabilities(
     u, i = np.where(known, u, 0), np.where(known, i, 0)
     known &= ~uni.is_bot[u]
     aff = (uni.user_vec[u] * uni.item_vec[i]).sum(axis=1) / np.sqrt(config.latent_dim)
-    pos_bias = -POS_DECAY * np.log(np.maximum(np.asarray(position, dtype=np.float64), 1.0))
-    logit = B_CLICK + A_CLICK * aff + uni.item_quality[i] + pos_bias + SEARCH_CLICK_OFFSET * float(search)
-    p_click = _sigmoid(logit)
-    p_cart = p_click * _sigmoid(B_CART + A_CART * aff)
-    price_term = uni.price_sens[u] * (uni.item_logprice[i] - uni.logprice_ref)
-    p_purchase = p_cart * _sigmoid(B_BUY + A_BUY * aff - price_term)
+    position = np.maximum(np.asarray(position, dtype=np.float64), 1.0)
+    p_click, p_cart_c, p_buy_c = _taste_probabilities(uni, u, i, aff, position, float(search))
+    p_cart = p_click * p_cart_c
+    p_purchase = p_cart * p_buy_c
     return pl.DataFrame(
         {
             name: np.where(known, p, np.nan)
