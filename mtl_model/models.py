@@ -80,9 +80,10 @@ def softmax_gates(logits: torch.Tensor) -> torch.Tensor:
 def mixture(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """Gate-weighted sums of experts for G gates at once: Σ_e weights[b, g, e] · experts[e, b, :].
 
-    weights [B, G, E] (contiguous), experts [E, B, H] → [G, B, H] (a view of [B, G, H]): one batched
-    matmul, a [G, E] @ [E, H] product per row. (Strided small matrices send MKL's batched GEMM down a
-    path ~8× slower.) Experts that are a view of batch-first [B, E, H] are read without a copy.
+    weights [B, G, E], experts [E, B, H] → [G, B, H] (a view of [B, G, H]): one batched matmul, a
+    [G, E] @ [E, H] product per row. The weights are made contiguous (strided small matrices send
+    MKL's batched GEMM down a path ~8× slower); the experts are read as they are, contiguous [E, B, H]
+    or a view of batch-first [B, E, H] (:func:`run_experts`), without a copy.
     """
     return torch.bmm(weights.contiguous(), experts.transpose(0, 1)).transpose(0, 1)
 
@@ -151,7 +152,7 @@ class _RowLookup(torch.autograd.Function):
     """``weight[rows]`` with ``nn.Embedding(padding_idx=0)``'s dense gradient (row 0 gets none), as
     ``index_select`` forward and ``index_add_`` backward: weight [V, D], rows [B, K] → [B, K, D].
 
-    The same values and gradient as ``F.embedding``; its CPU backward measured ~0.3 ms slower a step
+    The same values and gradient as ``F.embedding``, whose CPU backward measured ~0.3 ms a step slower
     for 2048 × 5 lookups into 40k rows. CPU only (``index_add_`` on CUDA adds in no fixed order).
     """
 
