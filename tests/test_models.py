@@ -221,20 +221,26 @@ def test_mmoe_gates_are_distributions_over_experts_and_read_the_scene() -> None:
     assert model.gates.in_features == model.in_dim + 8
 
 
-def test_ple_expert_counts_levels_and_gates() -> None:
-    torch.manual_seed(2)
-    model = build_model(
+def small_ple(levels: int, **options) -> PLE:
+    """PLE with 2 experts per task and 3 shared ones a level, experts of 32 then 16, scene in the gates."""
+    return build_model(
         "ple",
         CARDS,
         2,
         TASKS,
         embedding_dim=8,
         hidden_dims=(32, 16),
-        ple_levels=2,
+        ple_levels=levels,
         ple_task_experts=2,
         ple_shared_experts=3,
         scene_index=SCENE,
+        **options,
     )
+
+
+def test_ple_expert_counts_levels_and_gates() -> None:
+    torch.manual_seed(2)
+    model = small_ple(2)
     assert isinstance(model, PLE) and len(model.levels) == 2
     for k, level in enumerate(model.levels):
         assert level.task_experts.n == len(TASKS) * 2 and level.shared_experts.n == 3
@@ -299,19 +305,7 @@ def test_ple_equals_the_paper_written_expert_by_expert(levels: int) -> None:
     """One level: a two-layer expert bank on the shared input; two levels: one-layer banks (the first
     on the shared input as one GEMM, the second on per-task inputs)."""
     torch.manual_seed(3)
-    model = build_model(
-        "ple",
-        CARDS,
-        2,
-        TASKS,
-        embedding_dim=8,
-        hidden_dims=(32, 16),
-        ple_levels=levels,
-        ple_task_experts=2,
-        ple_shared_experts=3,
-        scene_index=SCENE,
-        esmm=False,
-    )
+    model = small_ple(levels, esmm=False)
     cat, num = inputs(64)
     got, want = model(cat, num), _ple_by_the_paper(model, cat, num)
     for task in TASKS:
