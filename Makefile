@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	@TANDEM_DEMO_SOURCE=$(SOURCE) $(PY) -m mtl_model.demo
+	@TANDEM_DEMO_SOURCE=$(SOURCE) $(PY) -m mtl_model.pipeline.demo
 
 test: venv
 	@$(PY) -m ruff check .

@@ -6,7 +6,7 @@ Simulates with every planted anomaly switched on, builds the warehouse with dbt 
 exports it, then runs the detector twice on the same export, as a night would:
 
 1. before any model exists (the first night): behaviour only (``joint-model-z-v1+no-model``);
-2. after the nightly ``train`` step (``mtl_model.train.train``: the 7-day window, the last day held out
+2. after the nightly ``train`` step (``mtl_model.learn.train.train``: the 7-day window, the last day held out
    and promoted as the first model): behaviour + the joint model's improbability z-scores.
 
 Both are compared with truth/anomalies.parquet: precision@K, precision over everything flagged, and
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import polars as pl
 
-from mtl_model.anomalies import detect_day, entity_evidence, evaluate, exposure_probabilities
 from mtl_model.config import Settings
-from mtl_model.dbt import dbt_command
-from mtl_model.registry import load_current
-from mtl_model.simulate import SimConfig, simulate
-from mtl_model.train import read_samples, train
-from mtl_model.warehouse import export_day
+from mtl_model.learn.registry import load_current
+from mtl_model.learn.train import read_samples, train
+from mtl_model.outputs.anomalies import detect_day, entity_evidence, evaluate, exposure_probabilities
+from mtl_model.outputs.warehouse import export_day
+from mtl_model.pipeline.dbt import dbt_command
+from mtl_model.sources.simulate import SimConfig, simulate
 
 KINDS = {
     "user": ("click_farm_bot", "click_spam_account", "fraud_buyer"),

@@ -45,9 +45,9 @@ def main() -> None:
     import duckdb
     import polars as pl
 
-    from mtl_model.airflow_env import format_durations, run_day
     from mtl_model.config import load_settings
-    from mtl_model.simulate import SimConfig, simulate
+    from mtl_model.pipeline.airflow_env import format_durations, run_day
+    from mtl_model.sources.simulate import SimConfig, simulate
 
     settings = load_settings()
     last = START + timedelta(days=args.days - 1)

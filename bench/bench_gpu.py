@@ -1,5 +1,5 @@
 """Training throughput of the joint model on a GPU: MMoE at a large batch with bf16 autocast (the goal in
-issue 5: over 2M samples/s on an H100), through the nightly loop ``mtl_model.train.fit_model``.
+issue 5: over 2M samples/s on an H100), through the nightly loop ``mtl_model.learn.train.fit_model``.
 
     python bench/bench_gpu.py                              # cuda, bf16, batch 65536, MMoE dense
     python bench/bench_gpu.py --arch ple --no-bf16         # PLE in fp32
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_train import LAST_DAY, quality  # noqa: E402
 from bench.common import TASKS, Timer, simulated_samples, table, to_tensors  # noqa: E402
-from mtl_model.models import build_model, predict_proba  # noqa: E402
-from mtl_model.simulate import SimConfig  # noqa: E402
-from mtl_model.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.learn.networks import build_model, predict_proba  # noqa: E402
+from mtl_model.learn.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,9 @@ from pathlib import Path
 import duckdb
 
 from mtl_model.config import Settings
-from mtl_model.dbt import dbt_command
-from mtl_model.simulate import SimConfig, simulate
-from mtl_model.warehouse import export_day
+from mtl_model.outputs.warehouse import export_day
+from mtl_model.pipeline.dbt import dbt_command
+from mtl_model.sources.simulate import SimConfig, simulate
 
 EVENTS_PER_USER_DAY = 14.0  # what the default simulator yields per user and day (measured)
 

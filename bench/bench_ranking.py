@@ -20,7 +20,7 @@ users with a published list on the last night, ``--k`` items per user:
   the ceiling for the candidate set.
 
 Every list from the candidates has the category cap. Each list is shown in the home feed at
-positions 1..K and judged by ``mtl_model.simulate.true_probabilities``. Reported per user: expected
+positions 1..K and judged by ``mtl_model.sources.simulate.true_probabilities``. Reported per user: expected
 clicks, expected purchases, and each as a share of its oracle. Click bots are left out (their truth
 is a rule, not a taste). The ``rec_feedback`` replay rows of the last night are printed alongside.
 Nothing is asserted.
@@ -59,12 +59,12 @@ def main() -> None:
 
     import duckdb
 
-    from mtl_model.airflow_env import run_day
     from mtl_model.config import load_settings
-    from mtl_model.models import predict_proba
-    from mtl_model.registry import load_current
-    from mtl_model.score import top_k
-    from mtl_model.simulate import SimConfig, simulate, true_probabilities
+    from mtl_model.learn.networks import predict_proba
+    from mtl_model.learn.registry import load_current
+    from mtl_model.outputs.score import top_k
+    from mtl_model.pipeline.airflow_env import run_day
+    from mtl_model.sources.simulate import SimConfig, simulate, true_probabilities
 
     settings = load_settings()
     config = SimConfig(n_users=args.users, n_items=args.items, seed=settings.seed)

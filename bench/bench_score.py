@@ -1,4 +1,4 @@
-"""Scoring speed: (user, candidate) pairs per second through `mtl_model.score.score`.
+"""Scoring speed: (user, candidate) pairs per second through `mtl_model.outputs.score.score`.
 
     python bench/bench_score.py --users 20000 --items 5000 --candidates 300 --threads 1
 
@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for bench.common
 
 from bench.common import simulated_samples  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
-from mtl_model.score import score  # noqa: E402
-from mtl_model.simulate import SimConfig  # noqa: E402
-from mtl_model.train import train  # noqa: E402
+from mtl_model.learn.train import train  # noqa: E402
+from mtl_model.outputs.score import score  # noqa: E402
+from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 
 def main() -> None:

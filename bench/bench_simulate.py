@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtl_model.config import Settings  # noqa: E402
-from mtl_model.simulate import SimConfig, simulate  # noqa: E402
+from mtl_model.sources.simulate import SimConfig, simulate  # noqa: E402
 
 # ~1.46 events per user and day with the default behaviour (1.2 sessions x 10 impressions + funnel)
 SIZES = {
@@ -68,7 +68,7 @@ def bench_ingest(home: Path, root: Path) -> None:
     """Write the simulated events as a Taobao UserBehavior CSV and time `ingest(..., "taobao", ...)`."""
     import polars as pl
 
-    from mtl_model.ingest import ingest
+    from mtl_model.sources.ingest import ingest
 
     events = pl.scan_parquet(str(home / "landing" / "events" / "*" / "*.parquet"))
     kinds = {"impression": "pv", "click": "pv", "cart": "cart", "purchase": "buy"}

@@ -30,16 +30,16 @@ task, ds = sys.argv[1], date.fromisoformat(sys.argv[2])
 settings = load_settings()
 started = time.perf_counter()
 if task == "export":
-    from mtl_model.warehouse import export_day
+    from mtl_model.outputs.warehouse import export_day
     export_day(settings, ds)
 elif task == "train":
-    from mtl_model.train import train
+    from mtl_model.learn.train import train
     train(settings, ds)
 elif task == "score":
-    from mtl_model.score import score
+    from mtl_model.outputs.score import score
     score(settings, ds)
 elif task == "anomalies":
-    from mtl_model.anomalies import detect_day
+    from mtl_model.outputs.anomalies import detect_day
     detect_day(settings, ds)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 print(f"{task:<10} {time.perf_counter() - started:7.1f} s   peak RSS {peak:5.2f} GB")

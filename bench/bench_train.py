@@ -7,14 +7,14 @@ tensors.
     python bench/bench_train.py --features --no-rechub   # + dbt-like f_* features: log vs linear
     python bench/bench_train.py --repeat 3 --only "tandem ple[64x2] dense,rechub PLE[64x2] own trainer"
 
-Data: ``mtl_model.simulate`` (7 days; the last is the validation day), turned into exposures exactly
+Data: ``mtl_model.sources.simulate`` (7 days; the last is the validation day), turned into exposures exactly
 as the dbt model ``interactions`` does (see bench/common.py), encoded once with Tandem's encoders;
 every model below trains on the same tensors with the same batch size, learning rate and epochs.
 ``--features`` adds point-in-time ``f_*`` count / rate features (``bench.common.with_features``, like the
 dbt feature models) to every model's input, and rows that train on the same features without the log
 of counts and amounts (``FeatureSpec(log_counts=False)``), to measure that transform.
 
-* ``tandem``: :func:`mtl_model.train.fit_model`, the nightly training loop (tensors in memory, a seeded
+* ``tandem``: :func:`mtl_model.learn.train.fit_model`, the nightly training loop (tensors in memory, a seeded
   permutation per epoch, fused Adam, or a row-sparse Adam on the embeddings + Adam on the rest).
 * ``rechub/own``: torch-rechub 0.9.0 with
   its own ``MTLTrainer`` and ``DataGenerator`` (a DataLoader over per-row dicts), as its docs use it.
@@ -58,12 +58,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
-from mtl_model.baselines import popularity_scores  # noqa: E402
-from mtl_model.features import FeatureSpec  # noqa: E402
-from mtl_model.metrics import auc, gauc  # noqa: E402
-from mtl_model.models import build_model, predict_proba  # noqa: E402
-from mtl_model.simulate import SimConfig  # noqa: E402
-from mtl_model.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.learn.baselines import popularity_scores  # noqa: E402
+from mtl_model.learn.features import FeatureSpec  # noqa: E402
+from mtl_model.learn.metrics import auc, gauc  # noqa: E402
+from mtl_model.learn.networks import build_model, predict_proba  # noqa: E402
+from mtl_model.learn.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 LAST_DAY = date(2026, 3, 7)
 

@@ -1,7 +1,7 @@
 """Helpers shared by the benchmarks: simulated training samples with the ``samples.parquet`` schema,
 their tensors, and a plain-text / Markdown table printer.
 
-``simulated_samples`` runs :func:`mtl_model.simulate.simulate` into a scratch home and turns the
+``simulated_samples`` runs :func:`mtl_model.sources.simulate.simulate` into a scratch home and turns the
 landing-zone events into one row per exposure exactly like ``dbt_project/models/marts/interactions.sql``
 (group by session, user, item and scene; labels = any click / cart / purchase; ``exposure_id`` =
 md5(session|user|item|scene)), so the benchmark trains on what the nightly export would hold, plus the
@@ -26,8 +26,8 @@ import polars as pl
 import torch
 
 from mtl_model.config import Settings
-from mtl_model.features import Encoders, FeatureSpec
-from mtl_model.simulate import SimConfig, simulate
+from mtl_model.learn.features import Encoders, FeatureSpec
+from mtl_model.sources.simulate import SimConfig, simulate
 
 TASKS = ("click", "cart", "purchase")
 

@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from mtl_model.config import Settings
+from mtl_model.files import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,7 @@ def write_results(settings: Settings, ds: date, results: list[CheckResult]) -> P
             "severity": pl.String,
         },
     )
-    path = out / "data_checks.parquet"
-    tmp = path.with_name(".data_checks.parquet.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
-    return path
+    return write_parquet_atomic(frame, out / "data_checks.parquet")
 
 
 def run_checks(settings: Settings, ds: date) -> list[CheckResult]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import great_expectations.expectations as gxe
 
-EVENT_TYPES = ["impression", "view", "click", "cart", "fav", "purchase"]
+from mtl_model.contract import EVENT_TYPES
+
 WARN = {"severity": "warning"}
 
 # exact column sets: schema drift upstream shows here by name
@@ -76,7 +77,7 @@ def suites(medians: dict[str, float | None], staged_rows: int) -> dict[str, list
             gxe.ExpectColumnValuesToBeUnique(column="event_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
-            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=EVENT_TYPES),
+            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
             gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, max_value=1e7),
             # most events arrive on time; a flood of late ones means a stuck upstream
             gxe.ExpectColumnMeanToBeBetween(column="is_late", max_value=0.05, meta=WARN),

@@ -1,6 +1,6 @@
 """Tandem nightly: dbt build → data checks → export → train → score + anomalies → publish → report.
 
-Wiring only; the steps live in ``mtl_model.nightly`` and the SQL in ``dbt_project``. Every task that
+Wiring only; the steps live in ``mtl_model.pipeline.nightly`` and the SQL in ``dbt_project``. Every task that
 opens the DuckDB warehouse runs in the one-slot ``duckdb`` pool. The run date is resolved once, by
 the first task, from the run conf (``{"ds": "YYYY-MM-DD"}``) or as the day that ended before the
 logical date.
@@ -17,8 +17,8 @@ from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
-from mtl_model import nightly
 from mtl_model.config import DBT_PROJECT_DIR, load_settings
+from mtl_model.pipeline import nightly
 
 settings = load_settings()
 warehouse = {"pool": settings.warehouse_pool}
@@ -39,7 +39,7 @@ warehouse = {"pool": settings.warehouse_pool}
 def tandem_nightly() -> None:
     @task
     def resolve_ds() -> str:
-        from mtl_model.rundate import resolve_run_date
+        from mtl_model.dates import resolve_run_date
 
         ctx = get_current_context()
         run = ctx["dag_run"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mtl_model.config import Settings
-from mtl_model.dbt import dbt_command
-from mtl_model.simulate import SimConfig, simulate
+from mtl_model.pipeline.dbt import dbt_command
+from mtl_model.sources.simulate import SimConfig, simulate
 
 START = date(2026, 3, 1)
 DAYS = 5
@@ -73,7 +73,7 @@ def dbt_build(home: Path, ds: date, *args: str) -> subprocess.CompletedProcess:
 def tandem_cli(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the `tandem` CLI in a subprocess (its own embedded Airflow under home/airflow)."""
     return subprocess.run(
-        [sys.executable, "-m", "mtl_model.cli", *args],
+        [sys.executable, "-m", "mtl_model.pipeline.cli", *args],
         env=tandem_env(home),
         capture_output=True,
         text=True,

@@ -5,12 +5,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from mtl_model import nightly
-from mtl_model.anomalies import count_z, detect_day, entity_evidence, score_items, score_users
 from mtl_model.config import Settings
-from mtl_model.features import Encoders
-from mtl_model.models import build_model
-from mtl_model.registry import save_version, set_current
+from mtl_model.learn.features import Encoders
+from mtl_model.learn.networks import build_model
+from mtl_model.learn.registry import save_version, set_current
+from mtl_model.outputs.anomalies import count_z, detect_day, entity_evidence, score_items, score_users
+from mtl_model.pipeline import nightly
 
 
 def activity(n: int = 200) -> pl.DataFrame:
@@ -109,7 +109,7 @@ def test_items_spam_and_broken_tracking_are_found_with_reasons() -> None:
 
 
 def test_evaluate_precision_and_recall_per_kind() -> None:
-    from mtl_model.anomalies import evaluate
+    from mtl_model.outputs.anomalies import evaluate
 
     ds = date(2026, 3, 1)
     flagged = pl.DataFrame(

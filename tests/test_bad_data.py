@@ -16,7 +16,7 @@ import pytest
 
 from checks.runner import DataCheckError, run_checks
 from mtl_model.config import Settings
-from mtl_model.simulate import SimConfig, simulate
+from mtl_model.sources.simulate import SimConfig, simulate
 from tests.conftest import dbt_build
 
 START = date(2026, 4, 1)

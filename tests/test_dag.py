@@ -11,7 +11,7 @@ from tests.conftest import tandem_env
 
 PROBE = r"""
 import json, sys
-from mtl_model.airflow_env import ensure_ready
+from mtl_model.pipeline.airflow_env import ensure_ready
 from mtl_model.config import DAGS_DIR, load_settings
 # a migrated metadata DB and the pool, as in any deployment (cosmos caches dbt ls there)
 ensure_ready(load_settings())

@@ -107,7 +107,7 @@ def test_bad_rows_are_quarantined_with_a_reason_and_nothing_is_lost(home: Path) 
 def test_run_date_is_required(home: Path) -> None:
     import subprocess
 
-    from mtl_model.dbt import dbt_command
+    from mtl_model.pipeline.dbt import dbt_command
     from tests.conftest import tandem_env
 
     command = dbt_command("build", "--select", "stg_events", target=home / "t")

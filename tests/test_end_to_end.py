@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from mtl_model.warehouse import OUTPUT_TABLES
+from mtl_model.outputs.warehouse import OUTPUT_TABLES
 from tests.conftest import LAST, tandem_cli
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,14 @@ import polars as pl
 import pytest
 import torch
 
-from mtl_model.features import ENCODERS_FORMAT, NULL_CODE, OOV_CODE, Encoders, FeatureSpec, stable_bucket
+from mtl_model.learn.features import (
+    ENCODERS_FORMAT,
+    NULL_CODE,
+    OOV_CODE,
+    Encoders,
+    FeatureSpec,
+    stable_bucket,
+)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of the dataset adapters (mtl_model.ingest): real samples, handwritten fixtures, the contract
+"""Tests of the dataset adapters (mtl_model.sources.ingest): real samples, handwritten fixtures, the contract
 format fed by the simulator's bad data, merges and re-ingests, RetailRocket item properties (point in
 time), compressed inputs, contract item / user files, derived sessions, the landing-zone lock, and the
 command line."""
@@ -22,19 +22,17 @@ import polars as pl
 import pytest
 
 from mtl_model.config import Settings
-from mtl_model.ingest import (
-    EVENTS_SCHEMA,
-    ITEMS_SCHEMA,
+from mtl_model.contract import EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from mtl_model.sources.ingest import (
     LOCK_NAME,
     QUARANTINE_REASONS,
     SESSION_GAP,
-    USERS_SCHEMA,
     IngestError,
     add_ingest_parser,
     ingest,
     main,
 )
-from mtl_model.simulate import SimConfig, events_csv_path, simulate
+from mtl_model.sources.simulate import SimConfig, events_csv_path, simulate
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TAOBAO = FIXTURES / "taobao_user_behavior.csv"
@@ -868,7 +866,7 @@ def _race_child(home: str, path: str, barrier, locked: bool) -> None:
     process. ``locked``: as shipped (the first merge is slowed down, so that without the lock the other
     process would read the same old files); else the lock is replaced by nothing and both processes
     read a day's files before either writes them (the lost update the lock prevents)."""
-    import mtl_model.ingest as m
+    import mtl_model.sources.ingest as m
 
     real_lock, real_merge = m._landing_lock, m._merge_events
     first = []

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_model.metrics import auc, gauc, log_loss
-from mtl_model.models import (
+from mtl_model.learn.metrics import auc, gauc, log_loss
+from mtl_model.learn.networks import (
     PLE,
     FeatureEmbedding,
     MMoE,

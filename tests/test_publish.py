@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from mtl_model.config import Settings
-from mtl_model.warehouse import OUTPUT_TABLES, _prune_generations, publish_day
+from mtl_model.outputs.warehouse import OUTPUT_TABLES, _prune_generations, publish_day
 
 DS = date(2026, 3, 4)
 

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from mtl_model.score import fused_score, top_k
+from mtl_model.outputs.score import fused_score, top_k
 
 
 def scored() -> pl.DataFrame:

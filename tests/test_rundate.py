@@ -2,7 +2,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from mtl_model.rundate import logical_date_for, resolve_run_date
+from mtl_model.dates import logical_date_for, resolve_run_date
 
 TODAY = date(2026, 11, 22)
 

@@ -1,4 +1,4 @@
-"""Tests of the e-commerce simulator (mtl_model.simulate): files, schemas, funnel, determinism, truth."""
+"""Tests of the simulator (mtl_model.sources.simulate): files, schemas, funnel, determinism, truth."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from mtl_model.config import DBT_PROJECT_DIR, Settings
 
 # the landing-zone contract (DESIGN.md), defined once, in the adapters' module
-from mtl_model.ingest import EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
-from mtl_model.simulate import (
+from mtl_model.contract import EVENT_TYPES, EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from mtl_model.sources.simulate import (
     SimConfig,
     SimSummary,
     events_csv_path,
@@ -441,7 +441,7 @@ ROW_KINDS = {
     "late_event",
     "truncated_line",
 }
-CONTRACT_TYPES = {"impression", "view", "click", "cart", "fav", "purchase"}
+CONTRACT_TYPES = set(EVENT_TYPES)
 
 
 def _bad_rows(settings: Settings, day: date) -> pl.DataFrame:

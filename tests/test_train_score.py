@@ -18,11 +18,11 @@ import polars as pl
 import pytest
 import torch
 
-from mtl_model.baselines import popularity_scores, truth_paths, truth_probabilities
 from mtl_model.config import Settings
-from mtl_model.registry import CURRENT_FILE, METRICS_FILE, MODEL_FILE, load_current
-from mtl_model.score import RECOMMENDATIONS_SCHEMA, score
-from mtl_model.train import METRICS_SCHEMA, EpochInfo, TrainOptions, checkpoint_dir_for, train
+from mtl_model.learn.baselines import popularity_scores, truth_paths, truth_probabilities
+from mtl_model.learn.registry import CURRENT_FILE, METRICS_FILE, MODEL_FILE, load_current
+from mtl_model.learn.train import METRICS_SCHEMA, EpochInfo, TrainOptions, checkpoint_dir_for, train
+from mtl_model.outputs.score import RECOMMENDATIONS_SCHEMA, score
 
 DS = date(2024, 3, 7)
 TASKS = ("click", "cart", "purchase")
@@ -406,7 +406,7 @@ def test_candidates_are_scored_in_the_scene_of_the_list(trained) -> None:
 def test_score_in_chunks_equals_one_pass_and_handles_no_candidates(trained, monkeypatch) -> None:
     """Scoring reads the candidates a chunk at a time (memory): the lists are those of one pass, also
     when a user's candidates straddle two chunks; a day without candidates gives an empty table."""
-    from mtl_model import score as score_module
+    from mtl_model.outputs import score as score_module
 
     settings, _ = trained
     monkeypatch.setattr(score_module, "PREDICT_BATCH", 7)
@@ -490,7 +490,7 @@ from datetime import date
 import torch
 torch.set_num_threads(1)
 from mtl_model.config import Settings
-from mtl_model.train import TrainOptions, distributed_world, train
+from mtl_model.learn.train import TrainOptions, distributed_world, train
 settings = Settings(
     home=sys.argv[1], epochs=2, batch_size=256, seed=7, hidden_dims=(64, 32), architecture="mmoe"
 )

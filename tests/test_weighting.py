@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl_model.train import RowSparseAdam
-from mtl_model.weighting import (
+from mtl_model.learn.train import RowSparseAdam
+from mtl_model.learn.weighting import (
     FixedWeighting,
     GradNorm,
     PCGrad,

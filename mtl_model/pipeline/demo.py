@@ -15,8 +15,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from mtl_model.config import Settings, load_settings
-from mtl_model.report import print_summary
-from mtl_model.simulate import SimConfig, main_summary_line, simulate
+from mtl_model.dates import parse_date
+from mtl_model.outputs.report import print_summary
+from mtl_model.sources.simulate import SimConfig, main_summary_line, simulate
 
 
 def run_backfill(settings: Settings, end: date, days: int) -> None:
@@ -40,7 +41,7 @@ def run_logged(settings: Settings, ds: date) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         done = subprocess.run(
-            [sys.executable, "-m", "mtl_model.cli", "run", "--ds", str(ds)], stdout=out, stderr=out
+            [sys.executable, "-m", "mtl_model.pipeline.cli", "run", "--ds", str(ds)], stdout=out, stderr=out
         )
     if done.returncode != 0:
         print("".join(log.read_text().splitlines(keepends=True)[-40:]))
@@ -53,7 +54,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def land_tianchi() -> tuple[Settings, date]:
     """Ingest the Tianchi sample (days in Asia/Shanghai); return the settings and its last day."""
-    from mtl_model.ingest import ingest
+    from mtl_model.sources.ingest import ingest
 
     os.environ["TANDEM_BUSINESS_TZ"] = "Asia/Shanghai"  # the runs in subprocesses inherit it
     settings = load_settings()
@@ -64,9 +65,7 @@ def land_tianchi() -> tuple[Settings, date]:
         settings, "tianchi-mobile", folder / "user_behavior_sample.csv", items=folder / "item_info_sample.csv"
     )
     print(summary.line())
-    last = max(
-        date.fromisoformat(p.name.removeprefix("ds=")) for p in (settings.landing_dir / "events").glob("ds=*")
-    )
+    last = max(parse_date(p.name.removeprefix("ds=")) for p in (settings.landing_dir / "events").glob("ds=*"))
     return settings, last
 
 

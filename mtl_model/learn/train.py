@@ -1,7 +1,7 @@
 """Nightly training of the joint model on the exported training window.
 
 Rows of days before ``ds`` train the model; the rows of ``ds`` itself are the held-out validation
-day. The result is registered as a model version (see :mod:`mtl_model.registry`) and its metrics
+day. The result is registered as a model version (see :mod:`mtl_model.learn.registry`) and its metrics
 are written to ``<output_dir(ds)>/model_metrics.parquet``.
 
 The training loop (:func:`fit_model`):
@@ -12,7 +12,7 @@ The training loop (:func:`fit_model`):
   ``torch.optim.SparseAdam``, in O(rows touched)) updates only the rows a batch touched, ``Adam``
   (the fused kernel: one pass per parameter) the dense rest. Dense Adam passes over every row of every
   table each step (see ``docs/benchmarks.md``);
-* task losses are combined by :mod:`mtl_model.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
+* task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
   optional class-imbalance handling;
 * after every epoch the validation day's mean AUC is measured; training stops after ``patience``
   epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum). The
@@ -29,7 +29,7 @@ only.
 
 Evaluation on the validation day, per task: AUC, GAUC (per-user AUC weighted by the user's
 exposures, users with both classes only), log loss, positive rate; and the same for the references
-of :mod:`mtl_model.baselines`, written as extra metric names (see :data:`BASELINE_SUFFIXES`).
+of :mod:`mtl_model.learn.baselines`, written as extra metric names (see :data:`BASELINE_SUFFIXES`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ import math
 import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +53,26 @@ import torch
 import torch.utils.deterministic
 
 from mtl_model import __version__
-from mtl_model.baselines import popularity_scores, truth_paths, truth_probabilities
 from mtl_model.config import Settings
-from mtl_model.features import Encoders, FeatureSpec
-from mtl_model.metrics import auc, gauc, log_loss
-from mtl_model.models import (
-    ESMM_PARENT,
+from mtl_model.dates import parse_date
+from mtl_model.files import write_atomic, write_parquet_atomic
+from mtl_model.learn.baselines import popularity_scores, truth_paths, truth_probabilities
+from mtl_model.learn.device import deterministic, resolve_device, torch_threads
+from mtl_model.learn.features import Encoders, FeatureSpec
+from mtl_model.learn.metrics import auc, gauc, log_loss
+from mtl_model.learn.networks import (
     PARAMETER_LAYOUT,
     build_model,
     default_esmm,
     predict_proba,
     split_parameters,
 )
-from mtl_model.registry import MODEL_FORMAT, file_sha256, register, version_name
-from mtl_model.weighting import make_weighting, model_optimizer_parameters, positive_weights, task_loss
+from mtl_model.learn.registry import MODEL_FORMAT, file_sha256, register, version_name
+from mtl_model.learn.samples import SAMPLES_FILE, esmm_targets, labels, read_split
+from mtl_model.learn.weighting import make_weighting, model_optimizer_parameters, positive_weights, task_loss
 
 log = logging.getLogger(__name__)
 
-SAMPLES_FILE = "samples.parquet"
 METRICS_FILE = "model_metrics.parquet"
 CHECKPOINT_FILE = "checkpoint.pt"
 TOWER_DIM = 32
@@ -241,109 +242,6 @@ class TrainResult:
     resumed_from_epoch: int = 0
 
 
-def as_date(ds: date | str) -> date:
-    """Accept a ``date`` or an ISO ``YYYY-MM-DD`` string."""
-    return ds if isinstance(ds, date) else date.fromisoformat(str(ds))
-
-
-def resolve_device(setting: str) -> torch.device:
-    """``cuda`` when available and allowed (``auto`` or ``cuda``), else CPU (with a warning for ``cuda``)."""
-    if setting not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {setting!r}")
-    if setting != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    if setting == "cuda":
-        log.warning("device=cuda requested but CUDA is not available; training on CPU")
-    return torch.device("cpu")
-
-
-@contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and numpy and force deterministic kernels; restores the previous mode afterwards.
-
-    Deterministic mode would also fill every new uninitialised tensor with NaN (a debugging aid that
-    costs a pass over each activation buffer, ~10% of a CPU training step); nothing here reads
-    uninitialised memory, so that fill is switched off inside the block.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS in deterministic mode
-    previous = torch.are_deterministic_algorithms_enabled()
-    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block (``n`` ≤ 0: unchanged); restores the previous count.
-
-    Small batches on a shared machine train several times faster on one thread than on threads that
-    wait for each other (see ``docs/benchmarks.md``)."""
-    previous = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
-    """Lazy scan of the samples of the ``days`` days ending at ``ds`` (default: the training window,
-    ``train_window_days``) with ``ds`` as a Date column; the day filter is pushed into the scan."""
-    path = settings.export_dir(ds) / SAMPLES_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"training samples for ds={ds} not found: {path}")
-    lf = pl.scan_parquet(path)
-    schema = lf.collect_schema()
-    missing = [c for c in ("ds", *settings.tasks) if c not in schema]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing} (tasks configured: {list(settings.tasks)})")
-    if schema["ds"] == pl.String():
-        lf = lf.with_columns(pl.col("ds").str.to_date())
-    elif schema["ds"] != pl.Date():
-        lf = lf.with_columns(pl.col("ds").cast(pl.Date()))
-    start = ds - timedelta(days=(days or settings.train_window_days) - 1)
-    return lf.filter(pl.col("ds").is_between(start, ds))
-
-
-def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.DataFrame:
-    """Samples of the ``days`` days ending at ``ds`` (default: the training window). The day filter is
-    pushed into the Parquet scan, so reading one day does not load the whole window."""
-    return _scan_samples(settings, ds, days).collect()
-
-
-def read_split(settings: Settings, ds: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(training rows: the window's days before ``ds``, validation rows: day ``ds``), each read by its
-    own scan, so the whole window is never in memory twice (once read, once split)."""
-    lf = _scan_samples(settings, ds)
-    return lf.filter(pl.col("ds") < ds).collect(), lf.filter(pl.col("ds") == ds).collect()
-
-
-def _labels(df: pl.DataFrame, tasks: tuple[str, ...]) -> torch.Tensor:
-    arr = df.select(pl.col(t).fill_null(0).clip(0, 1).cast(pl.Float32()) for t in tasks).to_numpy()
-    arr = np.require(arr, dtype=np.float32, requirements=["C", "W"]).reshape(len(df), len(tasks))
-    return torch.from_numpy(arr)
-
-
-def esmm_targets(y: torch.Tensor, tasks: Sequence[str], esmm: bool) -> torch.Tensor:
-    """Training targets [N, T]: under ESMM a post-click task's label is click ∧ label (its CTCVR)."""
-    if not esmm or ESMM_PARENT not in tasks:
-        return y
-    out = y.clone()
-    click = y[:, list(tasks).index(ESMM_PARENT)]
-    for i, task in enumerate(tasks):
-        if task != ESMM_PARENT:
-            out[:, i] = y[:, i] * click
-    return out
-
-
 def evaluate(
     model: torch.nn.Module,
     cat: torch.Tensor,
@@ -451,10 +349,7 @@ def _all_reduce_mean(params: Sequence[torch.nn.Parameter]) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
@@ -664,14 +559,6 @@ def fit_model(
     )
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
-
-
 def metrics_frame(ds: date, version: str, rows: list[tuple[str, str, float]]) -> pl.DataFrame:
     """``model_metrics`` rows (task, metric, value) as the published schema, split ``validation``.
 
@@ -821,7 +708,7 @@ def train(
     ``options`` default to :meth:`TrainOptions.from_settings`; ``callbacks`` run after every epoch of
     the joint model (after its checkpoint), e.g. for progress reporting.
     """
-    ds = as_date(ds)
+    ds = parse_date(ds)
     tasks = tuple(settings.tasks)
     options = options or TrainOptions.from_settings(settings)
     world = distributed_world()
@@ -852,7 +739,7 @@ def train(
     encoders = Encoders.fit(train_df, spec)
     cat_tr, num_tr = encoders.encode(train_df)
     cat_va, num_va = encoders.encode(valid_df)
-    y_tr, y_va = _labels(train_df, tasks), _labels(valid_df, tasks)
+    y_tr, y_va = labels(train_df, tasks), labels(valid_df, tasks)
     # encoded: from here on the training rows serve only the popularity baseline and the config
     train_df = train_df.select("ds", "item_id", *tasks)
     groups = valid_df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy()
@@ -1013,8 +900,9 @@ def train(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtl_model.train --ds D``; under ``torchrun --nproc_per_node=N -m mtl_model.train --ds D``
-    the N processes train one model with DistributedDataParallel and rank 0 registers it."""
+    """``python -m mtl_model.learn.train --ds D``; under
+    ``torchrun --nproc_per_node=N -m mtl_model.learn.train --ds D`` the N processes train one model
+    with DistributedDataParallel and rank 0 registers it."""
     import argparse
     import json
 

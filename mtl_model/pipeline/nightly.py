@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import date
 
 from mtl_model.config import load_settings
+from mtl_model.dates import parse_date
 
 
 def _day(run_date: str) -> date:
-    return date.fromisoformat(run_date)
+    return parse_date(run_date)
 
 
 def check(run_date: str) -> dict:
@@ -24,20 +25,20 @@ def check(run_date: str) -> dict:
 
 
 def export(run_date: str) -> dict:
-    from mtl_model.warehouse import export_day
+    from mtl_model.outputs.warehouse import export_day
 
     return export_day(load_settings(), _day(run_date))
 
 
 def train(run_date: str) -> dict:
-    from mtl_model.train import train as train_model
+    from mtl_model.learn.train import train as train_model
 
     result = train_model(load_settings(), _day(run_date))
     return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
 
 
 def score(run_date: str) -> dict:
-    from mtl_model.score import score as score_day
+    from mtl_model.outputs.score import score as score_day
 
     return {"recommendations": str(score_day(load_settings(), _day(run_date)))}
 
@@ -45,7 +46,7 @@ def score(run_date: str) -> dict:
 def anomalies(run_date: str) -> dict:
     """Anomalies of the day with the current model (after ``train``); behaviour only, and said so in
     ``note`` and ``detector``, when there is no usable model."""
-    from mtl_model.anomalies import detect_day
+    from mtl_model.outputs.anomalies import detect_day
 
     result = detect_day(load_settings(), _day(run_date))
     return {
@@ -57,12 +58,12 @@ def anomalies(run_date: str) -> dict:
 
 
 def publish(run_date: str) -> dict:
-    from mtl_model.warehouse import publish_day
+    from mtl_model.outputs.warehouse import publish_day
 
     return publish_day(load_settings(), _day(run_date))
 
 
 def report(run_date: str) -> dict:
-    from mtl_model.report import write_report
+    from mtl_model.outputs.report import write_report
 
     return {"report": str(write_report(load_settings(), _day(run_date)))}

@@ -21,9 +21,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -35,9 +33,10 @@ from torch import nn
 
 from mtl_model import __version__
 from mtl_model.config import Settings
-from mtl_model.features import Encoders
-from mtl_model.metrics import auc
-from mtl_model.models import build_model, predict_proba
+from mtl_model.files import replace_dir, temporary_path, write_text_atomic
+from mtl_model.learn.features import Encoders
+from mtl_model.learn.metrics import auc
+from mtl_model.learn.networks import build_model, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def training_fingerprint(settings: Settings, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings that change what training produces (paths and device deliberately excluded), plus
-    ``options``: the resolved training options of :class:`mtl_model.train.TrainOptions`."""
+    ``options``: the resolved training options of :class:`mtl_model.learn.train.TrainOptions`."""
     return {
         **({"options": options} if options else {}),
         "package_version": __version__,
@@ -110,12 +109,6 @@ def _json_safe(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True), encoding="utf-8")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def mean_auc(metrics: dict[str, Any], tasks: list[str] | None = None) -> float:
@@ -177,7 +170,7 @@ def set_current(settings: Settings, version: str) -> None:
     """Point ``CURRENT`` at ``version`` atomically."""
     if not (settings.models_dir / version / MODEL_FILE).exists():
         raise FileNotFoundError(f"model version {version!r} not found under {settings.models_dir}")
-    _atomic_write_text(settings.models_dir / CURRENT_FILE, version + "\n")
+    write_text_atomic(settings.models_dir / CURRENT_FILE, version + "\n")
 
 
 def save_version(
@@ -191,7 +184,7 @@ def save_version(
     """Write the version folder via a temporary folder; an existing folder of that name is replaced."""
     root = settings.models_dir
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_path(root / version)
     tmp.mkdir()
     try:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -200,14 +193,7 @@ def save_version(
         _write_json(tmp / CONFIG_FILE, config)
         _write_json(tmp / METRICS_FILE, metrics)
         final = root / version
-        if final.exists():
-            # rename() cannot replace a non-empty folder: move the old one aside first.
-            trash = root / f".old-{version}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,6 +1,6 @@
 """Per-task losses (with class-imbalance handling) and how they are combined into one training loss.
 
-Losses per task, on logits (under ESMM the logit of pCTCVR, see :mod:`mtl_model.models`):
+Losses per task, on logits (under ESMM the logit of pCTCVR, see :mod:`mtl_model.learn.networks`):
 
 * ``class_balance="none"``: binary cross-entropy. Keeps the outputs calibrated probabilities, which the
   fused score ``p_click^a · p_purchase^b`` relies on; the default.

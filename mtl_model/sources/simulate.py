@@ -69,7 +69,6 @@ future time, late, in that order of precedence; duplicates copy clean rows).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,6 +82,8 @@ import polars as pl
 import pyarrow as pa
 
 from mtl_model.config import Settings
+from mtl_model.dates import parse_date
+from mtl_model.files import replace_dir, temporary_path, write_parquet_atomic
 
 __all__ = [
     "SimConfig",
@@ -92,12 +93,13 @@ __all__ = [
     "main_summary_line",
     "events_csv_path",
     "CATEGORY_PATHS",
-    "EVENT_TYPES",
+    "SIMULATED_EVENT_TYPES",
     "ANOMALY_KINDS",
     "BAD_ROW_KINDS",
 ]
 
-EVENT_TYPES = ("impression", "click", "cart", "purchase")
+# the subset of contract.EVENT_TYPES the simulator writes
+SIMULATED_EVENT_TYPES = ("impression", "click", "cart", "purchase")
 SCENES = ("home", "search")
 
 # Category paths; the leaf is the search query of the category. More categories than listed get
@@ -646,7 +648,7 @@ def _simulate_day(uni: _Universe, day: date, tz: str) -> _Day:
             pl.Series("event_time", t).cast(pl.Datetime("us", "UTC")),
             uni.user_ids.gather(user).alias("user_id"),
             uni.item_ids.gather(item).alias("item_id"),
-            pl.Series("event_type", EVENT_TYPES).gather(etype),
+            pl.Series("event_type", SIMULATED_EVENT_TYPES).gather(etype),
             pl.Series("scene", SCENES).gather(search.astype(np.int8)),
             uni.cat_leaf.gather(q_idx).alias("query"),
             pl.Series("position", (pos0 + 1).astype(np.int32)),
@@ -857,7 +859,7 @@ def _spam(
 
 def _count_types(events: pl.DataFrame) -> np.ndarray:
     n = dict(events.group_by("event_type").len().iter_rows()) if "event_type" in events.columns else {}
-    return np.array([n.get(t, 0) for t in EVENT_TYPES], np.int64)
+    return np.array([n.get(t, 0) for t in SIMULATED_EVENT_TYPES], np.int64)
 
 
 def _plant_anomalies(
@@ -936,7 +938,7 @@ def _plant_anomalies(
                 pl.Series("event_time", day0_us + cat("t")).cast(pl.Datetime("us", "UTC")),
                 acc_ids.gather(acc).alias("user_id"),
                 uni.item_ids.gather(it).alias("item_id"),
-                pl.Series("event_type", EVENT_TYPES).gather(et),
+                pl.Series("event_type", SIMULATED_EVENT_TYPES).gather(et),
                 pl.Series("scene", SCENES).gather(scene),
                 uni.cat_leaf.gather(np.where(scene == 1, uni.item_cat[it], n_c)).alias("query"),
                 pl.Series("position", (pos0 + 1).astype(np.int32)),
@@ -1002,7 +1004,7 @@ def _inject_bad_data(cfg: SimConfig, day: date, tz: str, out: _Day) -> None:
     none = pl.Series([None], dtype=pl.String)
     if cfg.empty_day_rate > 0 and rng(0).random() < cfg.empty_day_rate:
         out.events, out.exposures = out.events.clear(), out.exposures.clear()
-        out.counts = np.zeros(len(EVENT_TYPES), np.int64)
+        out.counts = np.zeros(len(SIMULATED_EVENT_TYPES), np.int64)
         out.bad_rows = truth(none, pl.Series(["empty_day"]), None)
         return
     ev = out.events
@@ -1094,9 +1096,7 @@ PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
 def _stage(df: pl.DataFrame, folder: Path) -> Path:
     """Write ``df`` as ``part-0.parquet`` into a temporary sibling of ``folder``; returns that folder."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temporary_path(folder)
     tmp.mkdir()
     df.write_parquet(tmp / "part-0.parquet", **PARQUET_OPTIONS)
     return tmp
@@ -1105,9 +1105,7 @@ def _stage(df: pl.DataFrame, folder: Path) -> Path:
 def _stage_csv(df: pl.DataFrame, folder: Path, cut: float | None) -> Path:
     """Like :func:`_stage`, as ``part-0.csv``; ``cut``: end the file inside its last line (no newline)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temporary_path(folder)
     tmp.mkdir()
     path = tmp / "part-0.csv"
     df.write_csv(path)
@@ -1136,23 +1134,8 @@ def _merge_anomalies(path: Path, frames: list[pl.DataFrame], days: list[date]) -
     return new.height
 
 
-def _commit(tmp: Path, folder: Path) -> None:
-    """Replace ``folder`` by the staged ``tmp`` folder (renames only)."""
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def _write_file(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.write_parquet(tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
+    write_parquet_atomic(df, path, **PARQUET_OPTIONS)
 
 
 def simulate(settings: Settings, start: date | str, days: int, config: SimConfig = SimConfig()) -> SimSummary:  # noqa: B008
@@ -1163,7 +1146,7 @@ def simulate(settings: Settings, start: date | str, days: int, config: SimConfig
     Files of day D are written by two threads while day D+1 is being simulated.
     """
     if isinstance(start, str):
-        start = date.fromisoformat(start)
+        start = parse_date(start)
     if days < 1:
         raise ValueError("days must be >= 1")
     t0 = time.perf_counter()
@@ -1185,7 +1168,7 @@ def simulate(settings: Settings, start: date | str, days: int, config: SimConfig
     def commit_pending() -> None:
         staged = [(fut.result(), folder) for fut, folder in pending]  # raises if a write failed
         for tmp, folder in reversed(staged):  # events (submitted first) are committed last
-            _commit(tmp, folder)
+            replace_dir(tmp, folder)
         pending.clear()
 
     anomalies: list[pl.DataFrame] = []

@@ -1,7 +1,7 @@
 """Joint multi-task models: shared-bottom, MMoE and PLE backbones, scene-aware gates and towers, and the
 ESMM structure for the click → post-click chain on top of any backbone.
 
-Every model maps ``cat`` LongTensor [B, C] (codes from :class:`mtl_model.features.Encoders`) and
+Every model maps ``cat`` LongTensor [B, C] (codes from :class:`mtl_model.learn.features.Encoders`) and
 ``num`` FloatTensor [B, F] to ``{task: logit [B]}``. Under ESMM the logit of a post-click task is the
 logit of the *unconditional* probability pCTCVR = pCTR × pCVR, so ``sigmoid`` of every output is a
 probability per exposure and training, scoring and evaluation treat all tasks alike.
@@ -175,7 +175,7 @@ class FeatureEmbedding(nn.Embedding):
     """The embedding tables of K categorical features stacked into one table: one lookup per batch
     (and one sparse gradient, one optimizer update) instead of one per feature.
 
-    codes [B, C] (per-feature codes, :mod:`mtl_model.features`) → vectors [B, K, D], where table k reads
+    codes [B, C] (per-feature codes, :mod:`mtl_model.learn.features`) → vectors [B, K, D], where table k reads
     column ``columns[k]`` (a column may feed two tables: the gates' own scene embedding). Row 0 is the
     null vector shared by every table (code 0, zero and never updated: ``padding_idx``); code c ≥ 1 of
     table k is row ``offsets[k] + c`` with ``offsets[k] = Σ_{j<k} (sizes[j] − 1)``. Every other row is

@@ -58,7 +58,7 @@ def run_day(settings: Settings, ds: date) -> dict[str, float]:
     ensure_ready(settings)
     from airflow.dag_processing.dagbag import DagBag
 
-    from mtl_model.rundate import logical_date_for
+    from mtl_model.dates import logical_date_for
 
     bag = DagBag(dag_folder=str(DAGS_DIR / "nightly.py"))
     if bag.import_errors:

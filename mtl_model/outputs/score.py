@@ -24,9 +24,11 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from mtl_model.config import Settings
-from mtl_model.models import predict_proba
-from mtl_model.registry import load_current
-from mtl_model.train import as_date, resolve_device, write_parquet_atomic
+from mtl_model.dates import parse_date
+from mtl_model.files import write_parquet_atomic
+from mtl_model.learn.device import resolve_device
+from mtl_model.learn.networks import predict_proba
+from mtl_model.learn.registry import load_current
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def _read_chunks(reader: pq.ParquetFile, rows: int) -> Iterator[pl.DataFrame]:
 
 def score(settings: Settings, ds: date | str) -> Path:
     """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
-    ds = as_date(ds)
+    ds = parse_date(ds)
     path = settings.export_dir(ds) / CANDIDATES_FILE
     if not path.exists():
         raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")

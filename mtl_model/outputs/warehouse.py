@@ -17,6 +17,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from mtl_model.config import Settings
+from mtl_model.files import write_atomic
 
 # exported file name → dbt model (SQL in dbt_project/models/exports)
 EXPORTS = {
@@ -38,14 +39,6 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _replace_file(src_writer, dest: Path) -> None:
-    """Write through a temporary name, then rename, so readers never see half a file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    src_writer(tmp)
-    os.replace(tmp, dest)
-
-
 def export_day(settings: Settings, ds: date) -> dict[str, int]:
     """Copy the export models of ``ds`` to ``exports/ds=D/<name>.parquet`` (and the warehouse-computed
     outputs to ``outputs/ds=D/``); return row counts."""
@@ -64,11 +57,11 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
                 "(or the day has no exposures)"
             )
         for name, (model, dest) in targets.items():
-            _replace_file(
+            write_atomic(
+                dest,
                 lambda tmp, model=model: con.execute(
                     f"copy (select * from {model}) to '{_sql_path(tmp)}' (format parquet, compression zstd)"
                 ),
-                dest,
             )
             # rows from the Parquet footer: running the view again would double the export's cost
             counts[name] = pq.ParquetFile(dest).metadata.num_rows
@@ -113,7 +106,7 @@ def _publish_generation(settings: Settings, table: str, ds: date, src: Path, gen
     footer's offsets ("TProtocolException: Invalid data"). ``part-0.parquet`` is replaced by rename
     for readers that open a file once (Polars, pyarrow)."""
     gen_file = _generations_dir(settings, table) / f"ds={ds}" / f"{generation}.parquet"
-    _replace_file(lambda tmp: shutil.copyfile(src, tmp), gen_file)
+    write_atomic(gen_file, lambda tmp: shutil.copyfile(src, tmp))
 
     def link(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
@@ -122,7 +115,7 @@ def _publish_generation(settings: Settings, table: str, ds: date, src: Path, gen
         except OSError:  # a file system without hard links: a copy, same bytes
             shutil.copyfile(gen_file, tmp)
 
-    _replace_file(link, settings.published(table, ds) / "part-0.parquet")
+    write_atomic(settings.published(table, ds) / "part-0.parquet", link)
 
 
 def _current_generations(settings: Settings, table: str) -> list[Path]:
@@ -159,5 +152,5 @@ def refresh_catalog(settings: Settings) -> Path:
                     names = ", ".join(f"'{_sql_path(f)}'" for f in files)
                     con.execute(f"create view {table} as select * from read_parquet([{names}])")
 
-    _replace_file(build, catalog)
+    write_atomic(catalog, build)
     return catalog

@@ -1,9 +1,28 @@
-"""The run date `ds`: the business day a run processes, resolved once per DAG run."""
+"""Dates: the one parser of ``YYYY-MM-DD`` days, and the run date ``ds`` a DAG run processes."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_date(value: date | str) -> date:
+    """A ``date`` as it is, or an ISO day ``YYYY-MM-DD``; anything else is a ``ValueError`` that
+    quotes the value (e.g. ``not a date (YYYY-MM-DD): '2026-13-01'``)."""
+    if isinstance(value, datetime):
+        raise ValueError(f"not a date (YYYY-MM-DD): {value!r} is a timestamp")
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    if _ISO_DAY.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise ValueError(f"not a date (YYYY-MM-DD): {value!r}")
 
 
 def resolve_run_date(
@@ -19,7 +38,7 @@ def resolve_run_date(
     ended yet in the business time zone is refused: its events are incomplete."""
     tz = ZoneInfo(business_tz)
     if conf and conf.get("ds"):
-        ds = date.fromisoformat(str(conf["ds"]))
+        ds = parse_date(conf["ds"])
     else:
         ref = logical_date or run_after
         if ref is None:

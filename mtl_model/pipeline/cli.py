@@ -18,14 +18,18 @@ import time
 from datetime import date, timedelta
 
 from mtl_model.config import load_settings
+from mtl_model.dates import parse_date
 
 
 def _date(text: str) -> date:
-    return date.fromisoformat(text)
+    try:
+        return parse_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from mtl_model.simulate import SimConfig, main_summary_line, simulate
+    from mtl_model.sources.simulate import SimConfig, main_summary_line, simulate
 
     config = SimConfig(n_users=args.users, n_items=args.items, seed=args.seed, bot_rate=args.bot_rate)
     started = time.perf_counter()
@@ -35,7 +39,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mtl_model.airflow_env import format_durations, run_day
+    from mtl_model.pipeline.airflow_env import format_durations, run_day
 
     started = time.perf_counter()
     durations = run_day(load_settings(), args.ds)
@@ -45,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from mtl_model.airflow_env import format_durations, run_day
+    from mtl_model.pipeline.airflow_env import format_durations, run_day
 
     if args.end < args.start:
         raise SystemExit("--end is before --start")
@@ -63,7 +67,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from mtl_model.report import print_summary
+    from mtl_model.outputs.report import print_summary
 
     print_summary(load_settings(), args.ds)
     return 0
@@ -74,7 +78,7 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     environment of the embedded deployment, after migrating its metadata DB once."""
     import os
 
-    from mtl_model.airflow_env import ensure_ready
+    from mtl_model.pipeline.airflow_env import ensure_ready
 
     ensure_ready(load_settings())
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args.airflow_args])
@@ -96,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bot-rate", type=float, default=0.005)
     p.set_defaults(func=cmd_simulate)
 
-    from mtl_model.ingest import add_ingest_parser
+    from mtl_model.sources.ingest import add_ingest_parser
 
     add_ingest_parser(sub)
 

@@ -55,7 +55,6 @@ to behaviour only and says so: ``model_version`` is ``joint-model-z-v1+no-model`
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -67,7 +66,8 @@ import torch
 from torch import nn
 
 from mtl_model.config import Settings
-from mtl_model.features import Encoders
+from mtl_model.files import write_parquet_atomic
+from mtl_model.learn.features import Encoders
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ def exposure_probabilities(model: nn.Module, encoders: Encoders, exposures: pl.D
     """Per exposure: ``user_id``, ``item_id``, and per task of the model ``y_<task>`` (observed, 0/1) and
     ``p_<task>`` (the model's probability). Under ESMM a post-click task's label is click ∧ label, the
     event the model's (unconditional) probability is about, as in training."""
-    from mtl_model.models import predict_proba
-    from mtl_model.train import esmm_targets
+    from mtl_model.learn.networks import predict_proba
+    from mtl_model.learn.samples import esmm_targets
 
     tasks = tuple(t for t in model.tasks if t in exposures.columns)
     cat, num = encoders.encode(exposures)
@@ -214,8 +214,8 @@ def model_evidence(
 
 def load_model_evidence(settings: Settings, ds: date) -> ModelEvidence:
     """The current promoted model's evidence on the exposures of ``ds``; raises if there is none."""
-    from mtl_model.registry import load_current
-    from mtl_model.train import read_samples
+    from mtl_model.learn.registry import load_current
+    from mtl_model.learn.samples import read_samples
 
     model, encoders, version = load_current(settings)
     exposures = read_samples(settings, ds, days=1)
@@ -456,11 +456,7 @@ def detect_day(settings: Settings, ds: date, use_model: bool = True) -> Detectio
             ),
         ]
     )
-    out = settings.output_dir(ds) / "anomalies.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".anomalies.parquet.tmp")
-    result.write_parquet(tmp)
-    os.replace(tmp, out)
+    out = write_parquet_atomic(result, settings.output_dir(ds) / "anomalies.parquet")
     return Detection(path=out, model_version=version, note=note)
 
 

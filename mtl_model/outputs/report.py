@@ -4,14 +4,14 @@ anomalies) and the HTML report of a night (``reports/ds=D/report.html``)."""
 from __future__ import annotations
 
 import html
-import os
 from datetime import date
 from pathlib import Path
 
 import duckdb
 
 from mtl_model.config import Settings
-from mtl_model.warehouse import OUTPUT_TABLES
+from mtl_model.files import write_text_atomic
+from mtl_model.outputs.warehouse import OUTPUT_TABLES
 
 
 def print_summary(settings: Settings, ds: date | None = None) -> None:
@@ -143,9 +143,4 @@ def write_report(settings: Settings, ds: date) -> Path:
     )
     head = f"<head><meta charset=utf-8><title>Tandem {ds}</title><style>{style}</style></head>"
     page = f"<!doctype html><html>{head}<body>{''.join(sections)}</body></html>"
-    out = settings.reports_dir / f"ds={ds}" / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(settings.reports_dir / f"ds={ds}" / "report.html", page)

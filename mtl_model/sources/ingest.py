@@ -135,6 +135,9 @@ import duckdb
 import polars as pl
 
 from mtl_model.config import Settings, load_settings
+from mtl_model.contract import EVENT_TYPES, EVENTS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from mtl_model.dates import parse_date
+from mtl_model.files import write_parquet_atomic
 
 try:  # POSIX: the landing-zone lock
     import fcntl
@@ -143,9 +146,6 @@ except ImportError:  # pragma: no cover (Windows)
 
 __all__ = [
     "FORMATS",
-    "EVENTS_SCHEMA",
-    "ITEMS_SCHEMA",
-    "USERS_SCHEMA",
     "QUARANTINE_REASONS",
     "SESSION_GAP",
     "LOCK_NAME",
@@ -158,30 +158,6 @@ __all__ = [
     "main",
 ]
 
-EVENTS_SCHEMA = {
-    "event_id": pl.String,
-    "event_time": pl.Datetime("us", "UTC"),
-    "user_id": pl.String,
-    "item_id": pl.String,
-    "event_type": pl.String,
-    "scene": pl.String,
-    "query": pl.String,
-    "position": pl.Int32,
-    "session_id": pl.String,
-    "price": pl.Float64,
-    "category_id": pl.String,
-}
-ITEMS_SCHEMA = {
-    "item_id": pl.String,
-    "category_id": pl.String,
-    "category_path": pl.String,
-    "brand": pl.String,
-    "price": pl.Float64,
-    "title": pl.String,
-    "in_stock": pl.Boolean,
-}
-USERS_SCHEMA = {"user_id": pl.String, "signup_date": pl.Date, "region": pl.String, "device": pl.String}
-CONTRACT_TYPES = ("impression", "view", "click", "cart", "fav", "purchase")
 QUARANTINE_REASONS = (
     "truncated_line",
     "malformed_line",
@@ -340,7 +316,7 @@ def _norm_contract(lf: pl.LazyFrame, cols: set[str]) -> pl.LazyFrame:
         .when(bad_position)
         .then(pl.lit("unparseable_position"))
     )
-    types = {t_: t_ for t_ in CONTRACT_TYPES}
+    types = {t_: t_ for t_ in EVENT_TYPES}
     return lf.with_columns(
         event_time=t,
         _time_raw=pl.col("event_time"),
@@ -948,7 +924,7 @@ def _path_day(path: Path) -> date | None:
     for part in reversed(path.absolute().parts[:-1]):
         if part.startswith("ds="):
             try:
-                return date.fromisoformat(part[3:])
+                return parse_date(part[3:])
             except ValueError as exc:
                 raise IngestError(f"{path}: folder {part!r} is not ds=YYYY-MM-DD") from exc
     return None
@@ -1080,11 +1056,7 @@ def _place_snapshot(side: _SideFiles, table: str, checked: _Checked, dated: bool
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    """Write through a temporary name in the same folder, then rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.write_parquet(tmp, **PARQUET_OPTIONS)
-    os.replace(tmp, path)
+    write_parquet_atomic(df, path, **PARQUET_OPTIONS)
 
 
 def _canonical(df: pl.DataFrame, key: str, order: list[str], prefer_complete: bool = False) -> pl.DataFrame:
@@ -1258,7 +1230,7 @@ def _landing_lock(landing: Path, timeout: float | None) -> Iterator[None]:
 
 
 def _as_date(value: date | str | None) -> date | None:
-    return date.fromisoformat(value) if isinstance(value, str) else value
+    return None if value is None else parse_date(value)
 
 
 def _path_list(value: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -1370,7 +1342,7 @@ def _spill_events(
             },
         )
     bad_df = bad.select("_line", "reason", *[pl.col(f"_raw_{c}").alias(c) for c in src.raw]).collect()
-    days = {date.fromisoformat(k): files for k, files in parts.items() if k != QUARANTINE}
+    days = {parse_date(k): files for k, files in parts.items() if k != QUARANTINE}
     return _Spill(days, bad_df, src.raw, n_rows, cut_line, src.extra_columns, src.missing_columns)
 
 
@@ -1555,8 +1527,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="contract user snapshots (USERS_SCHEMA, optional ds column), repeat for more",
     )
     p.add_argument("--tz", default=None, help="business time zone of the day folders (default: the format's)")
-    p.add_argument("--start", type=date.fromisoformat, default=None, help="first expected day (YYYY-MM-DD)")
-    p.add_argument("--end", type=date.fromisoformat, default=None, help="last expected day (YYYY-MM-DD)")
+    p.add_argument("--start", type=parse_date, default=None, help="first expected day (YYYY-MM-DD)")
+    p.add_argument("--end", type=parse_date, default=None, help="last expected day (YYYY-MM-DD)")
     p.add_argument(
         "--session-gap",
         type=float,
@@ -1613,7 +1585,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _add_arguments(
-        argparse.ArgumentParser(prog="python -m mtl_model.ingest", description=DESCRIPTION)
+        argparse.ArgumentParser(prog="python -m mtl_model.sources.ingest", description=DESCRIPTION)
     )
     args = parser.parse_args(argv)
     return args.func(args)
