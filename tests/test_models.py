@@ -260,44 +260,91 @@ def test_ple_expert_counts_levels_and_gates() -> None:
         build_model("ple", CARDS, 2, TASKS, hidden_dims=(32,), ple_levels=2)
 
 
+def _paper_inputs(model, cat: torch.Tensor, num: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x [B, C·D + F] and the gates' own scene embedding [B, D] (None without one), read plainly."""
+    vectors = model.embedding(cat)  # [B, C (+ 1), D]
+    x = torch.cat([vectors[:, : model.n_features].flatten(1), num], 1)
+    return x, (vectors[:, model.n_features] if model.has_gate_scene else None)
+
+
+def _gate_input(inp: torch.Tensor, scene: torch.Tensor | None) -> torch.Tensor:
+    return inp if scene is None else torch.cat([inp, scene], 1)
+
+
+def _expert(bank, e: int, inp: torch.Tensor) -> torch.Tensor:
+    """Expert ``e`` of a bank on its own, layer by layer: relu(inp @ W[e] + b[e])."""
+    for w, b in zip(bank.weights, bank.biases, strict=True):
+        inp = torch.relu(inp @ w[e] + b[e])
+    return inp
+
+
+def _tower(towers, t: int, rep: torch.Tensor) -> torch.Tensor:
+    """Task ``t``'s tower on its own: relu(rep @ W1 + b1) @ w_out + b_out → [B]."""
+    hidden = torch.relu(rep @ towers.hidden.weights[0][t] + towers.hidden.biases[0][t])
+    return (hidden @ towers.w_out[t] + towers.b_out[t]).squeeze(-1)
+
+
 def _ple_by_the_paper(model: PLE, cat: torch.Tensor, num: torch.Tensor) -> dict[str, torch.Tensor]:
     """PLE's forward written expert by expert and gate by gate, as in Tang et al. (2020), from the
     model's own parameters: what the batched implementation must equal."""
-    vectors = model.embedding(cat)  # [B, C + 1, D]
-    x = torch.cat([vectors[:, : model.n_features].flatten(1), num], 1)
-    scene = vectors[:, model.n_features]
-
-    def expert(bank, e: int, inp: torch.Tensor) -> torch.Tensor:
-        for w, b in zip(bank.weights, bank.biases, strict=True):
-            inp = torch.relu(inp @ w[e] + b[e])
-        return inp
-
+    x, scene = _paper_inputs(model, cat, num)
     task_in, shared_in = [x] * len(TASKS), x
     for level in model.levels:
         m_t = level.m_t
         own = [
-            [expert(level.task_experts, t * m_t + j, task_in[t]) for j in range(m_t)] for t in range(level.t)
+            [_expert(level.task_experts, t * m_t + j, task_in[t]) for j in range(m_t)] for t in range(level.t)
         ]
-        shared = [expert(level.shared_experts, j, shared_in) for j in range(level.m_s)]
+        shared = [_expert(level.shared_experts, j, shared_in) for j in range(level.m_s)]
         outputs = []
         for t in range(level.t):
             g = torch.softmax(
-                torch.cat([task_in[t], scene], 1) @ level.task_gate_w[t] + level.task_gate_b[t], -1
+                _gate_input(task_in[t], scene) @ level.task_gate_w[t] + level.task_gate_b[t], -1
             )
             outputs.append(sum(g[:, [e]] * h for e, h in enumerate(own[t] + shared)))
         if level.shared_gate is not None:
-            g = torch.softmax(level.shared_gate(torch.cat([shared_in, scene], 1)), -1)
+            g = torch.softmax(level.shared_gate(_gate_input(shared_in, scene)), -1)
             shared_in = sum(g[:, [e]] * h for e, h in enumerate([h for hs in own for h in hs] + shared))
         task_in = outputs
-    towers = model.towers
-    return {
-        task: (
-            torch.relu(task_in[t] @ towers.hidden.weights[0][t] + towers.hidden.biases[0][t])
-            @ towers.w_out[t]
-            + towers.b_out[t]
-        ).squeeze(-1)
-        for t, task in enumerate(TASKS)
-    }
+    return {task: _tower(model.towers, t, task_in[t]) for t, task in enumerate(TASKS)}
+
+
+def _mmoe_by_the_paper(model: MMoE, cat: torch.Tensor, num: torch.Tensor) -> dict[str, torch.Tensor]:
+    """MMoE's forward as in Ma et al. (2018), from the model's own parameters, expert by expert and
+    task by task: f^k(x) = Σ_i g^k(x)_i f_i(x), g^k(x) = softmax(W_gk x), y_k = h^k(f^k(x))."""
+    x, scene = _paper_inputs(model, cat, num)
+    experts = [_expert(model.experts, i, x) for i in range(model.n_experts)]  # f_i(x) [B, H]
+    n = model.n_experts
+    out = {}
+    for k, task in enumerate(model.tasks):
+        w_gk, b_gk = model.gates.weight[k * n : (k + 1) * n], model.gates.bias[k * n : (k + 1) * n]
+        g_k = torch.softmax(_gate_input(x, scene) @ w_gk.t() + b_gk, -1)  # g^k(x) [B, n]
+        f_k = sum(g_k[:, [i]] * f_i for i, f_i in enumerate(experts))  # f^k(x) [B, H]
+        out[task] = _tower(model.towers, k, f_k)  # y_k = h^k(f^k(x))
+    return out
+
+
+@pytest.mark.parametrize("hidden_dims", [(16,), (16, 8)])
+@pytest.mark.parametrize("scene_index", [SCENE, None])
+def test_mmoe_equals_the_paper_written_expert_by_expert(hidden_dims: tuple[int, ...], scene_index) -> None:
+    """One-layer experts run as one GEMM, deeper ones as batched matmuls; the gates read the scene
+    embedding when there is a scene feature."""
+    torch.manual_seed(4)
+    model = build_model(
+        "mmoe",
+        CARDS,
+        2,
+        TASKS,
+        embedding_dim=8,
+        hidden_dims=hidden_dims,
+        n_experts=3,
+        esmm=False,
+        scene_index=scene_index,
+    )
+    assert isinstance(model, MMoE) and model.has_gate_scene == (scene_index is not None)
+    cat, num = inputs(64)
+    got, want = model(cat, num), _mmoe_by_the_paper(model, cat, num)
+    for task in TASKS:
+        assert torch.allclose(got[task], want[task], rtol=1e-6, atol=1e-6), task
 
 
 @pytest.mark.parametrize("levels", [1, 2])

@@ -1,0 +1,173 @@
+"""What every joint model here shares: the input embedding, the task towers, the scene towers and
+the ESMM output, around a backbone that subclasses supply (shared-bottom, MMoE, PLE).
+
+Every model maps ``cat`` LongTensor [B, C] (codes from :class:`mtl_model.learn.features.Encoders`) and
+``num`` FloatTensor [B, F] to ``{task: logit [B]}``. Under ESMM the logit of a post-click task is the
+logit of the *unconditional* probability pCTCVR = pCTR × pCVR, so ``sigmoid`` of every output is a
+probability per exposure and training, scoring and evaluation treat all tasks alike.
+
+Shapes in comments: B batch, C categorical features, D embedding dim, F numeric features, I input dim
+(C·D + F), T tasks, H backbone width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mtl_model.learn.networks.embedding import FeatureEmbedding
+from mtl_model.learn.networks.esmm import ESMM_PARENT, product_logit
+from mtl_model.learn.networks.towers import SceneTower, TaskTowers
+
+# 1: one nn.Embedding per feature (+ gate_scene), one nn.Sequential tower per task;
+# 2: one FeatureEmbedding, TaskTowers. Layout-1 state dicts are converted on load (_upgrade_layout_1).
+PARAMETER_LAYOUT = 2
+
+
+def _upgrade_layout_1(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load-time upgrade of a layout-1 state dict (see :data:`PARAMETER_LAYOUT`); outputs are unchanged.
+
+    * ``embeddings.<c>.weight`` [V_c, D] per feature and ``gate_scene.weight`` → ``embedding.weight``:
+      the rows c ≥ 1 of each table, in table order, after one null row (null rows are zero);
+    * ``towers.<task>.{0,2}.{weight,bias}`` (nn.Linear: [out, in]) → :class:`TaskTowers` ([T, in, out]).
+    """
+    old = [f"{prefix}embeddings.{c}.weight" for c in range(module.n_features)]
+    if all(key in state_dict for key in old):
+        if module.has_gate_scene:
+            old.append(f"{prefix}gate_scene.weight")
+        tables = [state_dict.pop(key) for key in old if key in state_dict]
+        sizes = module.embedding.sizes
+        if [t.shape[0] for t in tables] != sizes:
+            raise RuntimeError(
+                f"layout-1 embedding tables of sizes {[t.shape[0] for t in tables]} do not fit this "
+                f"model's {sizes}"
+            )
+        null = torch.zeros_like(tables[0][:1])
+        state_dict[f"{prefix}embedding.weight"] = torch.cat([null, *(t[1:] for t in tables)])
+    tower = [f"{prefix}towers.{task}." for task in module.tasks]
+    if all(f"{t}0.weight" in state_dict for t in tower):
+        layers = {
+            name: [state_dict.pop(f"{t}{name}") for t in tower]
+            for name in ("0.weight", "0.bias", "2.weight", "2.bias")
+        }
+        state_dict[f"{prefix}towers.hidden.weights.0"] = torch.stack([w.t() for w in layers["0.weight"]])
+        state_dict[f"{prefix}towers.hidden.biases.0"] = torch.stack(layers["0.bias"]).unsqueeze(1)
+        state_dict[f"{prefix}towers.w_out"] = torch.stack([w.t() for w in layers["2.weight"]])
+        state_dict[f"{prefix}towers.b_out"] = torch.stack(layers["2.bias"]).view(-1, 1, 1)
+
+
+class MultiTaskNet(nn.Module):
+    """Common parts of the joint models: input embeddings, per-task towers, scene towers, ESMM.
+
+    * Every categorical feature's embedding table lives in one :class:`FeatureEmbedding` (one lookup
+      per batch); code 0 (null) is a fixed zero vector, code 1 (OOV) starts at zero. ``sparse=True``
+      makes the table emit sparse gradients (for a row-sparse Adam).
+    * ``scene_index``: position of the scene column among the categoricals (None: no scene). Gated
+      backbones concatenate a gate-only scene embedding [B, D] (a table of its own in the same
+      :class:`FeatureEmbedding`) to every gate input.
+    * ``scene_towers``: per task, a scene-specific residual tower is added to the shared tower's logit.
+      Its last layer starts at zero, so a scene never seen in training (null / OOV code) falls back to
+      the shared tower exactly.
+    * ``esmm`` (Ma et al. 2018, SIGIR, "Entire Space Multi-Task Model"): towers of post-click tasks
+      predict pCVR = P(task | click); the published output is pCTCVR = pCTR × pCVR, learned over all
+      exposures (labels: click, and click ∧ task). Needs the ``click`` task.
+
+    Subclasses implement ``_backbone(x [B, I], scene_emb [B, D] | None) → (reps [T, B, H], gates)``
+    and ``shared_parameters()`` (the last layer that all tasks share, for GradNorm).
+    """
+
+    def __init__(
+        self,
+        cardinalities: Sequence[int],
+        n_numeric: int,
+        tasks: Sequence[str],
+        embedding_dim: int = 16,
+        tower_dim: int = 32,
+        esmm: bool = False,
+        scene_index: int | None = None,
+        scene_towers: bool = False,
+        sparse: bool = False,
+        gated: bool = False,
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError(f"{type(self).__name__} needs at least one task")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"duplicate tasks: {list(tasks)}")
+        if esmm and ESMM_PARENT not in tasks:
+            raise ValueError(f"ESMM needs the {ESMM_PARENT!r} task; tasks are {list(tasks)}")
+        if scene_index is not None and not 0 <= scene_index < len(cardinalities):
+            raise ValueError(f"scene_index {scene_index} out of range for {len(cardinalities)} features")
+        self.tasks = tuple(tasks)
+        self.esmm = bool(esmm)
+        self.esmm_tasks = tuple(t for t in self.tasks if t != ESMM_PARENT) if esmm else ()
+        self.scene_index = scene_index
+        self.n_features = len(cardinalities)
+        self.has_gate_scene = gated and scene_index is not None  # gates read a scene embedding of their own
+        columns = list(range(self.n_features)) + ([scene_index] if self.has_gate_scene else [])
+        sizes = [int(size) for size in cardinalities] + (
+            [int(cardinalities[scene_index])] if self.has_gate_scene else []
+        )
+        self.embedding = FeatureEmbedding(sizes, embedding_dim, columns, sparse=sparse)
+        self.in_dim = embedding_dim * len(cardinalities) + n_numeric
+        self.gate_extra = embedding_dim if self.has_gate_scene else 0
+        self.register_load_state_dict_pre_hook(_upgrade_layout_1)
+        self.tower_dim = tower_dim
+        self.scene_towers: nn.ModuleDict | None = None
+        if scene_towers:
+            if scene_index is None:
+                raise ValueError("scene_towers needs a scene feature (scene_index)")
+            self._n_scenes = int(cardinalities[scene_index])
+
+    def _build_towers(self, rep_dim: int) -> None:
+        """Called by subclasses once the backbone's output width ``rep_dim`` is known."""
+        self.towers = TaskTowers(len(self.tasks), rep_dim, self.tower_dim)
+        if hasattr(self, "_n_scenes"):
+            self.scene_towers = nn.ModuleDict(
+                {t: SceneTower(self._n_scenes, rep_dim, self.tower_dim) for t in self.tasks}
+            )
+
+    def _backbone(
+        self, x: torch.Tensor, scene_emb: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last layer every task's loss flows through (GradNorm's ``W``)."""
+        raise NotImplementedError
+
+    def shared_backbone_parameters(self) -> list[nn.Parameter]:
+        """The shared part of the backbone (shared bottom; MMoE's experts; PLE's shared experts and
+        shared gates): what PCGrad projects. Embeddings are left out (sparse, per-row gradients)."""
+        raise NotImplementedError
+
+    def embedding_modules(self) -> list[nn.Embedding]:
+        return [self.embedding]
+
+    def forward_with_gates(
+        self, cat: torch.Tensor, num: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Logits {task: [B]} and gate weights {name: [B, n_experts]} (empty for shared-bottom)."""
+        vectors = self.embedding(cat)  # [B, C (+1 for the gates' scene), D]: one lookup
+        scene_emb = None
+        if self.has_gate_scene:  # split, not sliced: slices cost zero-filled gradient buffers
+            vectors, scene_emb = vectors.split([self.n_features, 1], dim=1)  # [B, C, D], [B, 1, D]
+            scene_emb = scene_emb.squeeze(1)  # [B, D]
+        x = torch.cat([vectors.flatten(1), num], dim=1)  # [B, I] = [B, C·D + F]
+        scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
+        reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
+        logits: dict[str, torch.Tensor] = {}
+        z = self.towers(reps).unbind(0)  # T × [B]
+        for k, task in enumerate(self.tasks):
+            logits[task] = z[k]
+            if self.scene_towers is not None:
+                logits[task] = z[k] + self.scene_towers[task](reps[k], scene)
+        for task in self.esmm_tasks:  # pCTCVR = pCTR × pCVR
+            logits[task] = product_logit(logits[ESMM_PARENT], logits[task])
+        return logits, gates
+
+    def forward(self, cat: torch.Tensor, num: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``cat`` LongTensor [B, C], ``num`` FloatTensor [B, F] → {task: logits [B]}."""
+        return self.forward_with_gates(cat, num)[0]
