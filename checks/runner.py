@@ -30,6 +30,8 @@ class DataCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One expectation's outcome: a row of the ``data_checks`` table (without ``ds``)."""
+
     suite: str
     expectation: str
     success: bool
@@ -38,11 +40,13 @@ class CheckResult:
 
 
 def _describe(config) -> str:
+    """``type(kwarg=value, ...)`` of an expectation config, the ``expectation`` column."""
     kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
     return f"{config.type}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
 
 def _observed(result: dict) -> str:
+    """The observed value and unexpected counts of a result, as sorted JSON (the ``observed`` column)."""
     keep = {k: result[k] for k in ("observed_value", "unexpected_count", "unexpected_percent") if k in result}
     return json.dumps(keep, default=lambda v: v.item() if hasattr(v, "item") else str(v), sort_keys=True)
 
@@ -119,6 +123,7 @@ def validate_day(settings: Settings, ds: date) -> list[CheckResult]:
 
 
 def write_results(settings: Settings, ds: date, results: list[CheckResult]) -> Path:
+    """Write ``outputs/ds=D/data_checks.parquet`` (the published table's columns)."""
     out = settings.output_dir(ds)
     out.mkdir(parents=True, exist_ok=True)
     frame = pl.DataFrame(
@@ -157,3 +162,16 @@ def run_checks(settings: Settings, ds: date) -> list[CheckResult]:
         lines = "\n".join(f"  - {r.suite}: {r.expectation} observed {r.observed}" for r in failed)
         raise DataCheckError(f"{len(failed)} data check(s) failed for ds={ds}:\n{lines}")
     return results
+
+
+def summarize(results: list[CheckResult]) -> dict[str, int]:
+    """Counts of the ``data_checks`` rows: ``expectations``, ``failed`` (success false, any severity),
+    and of those ``errors`` and ``warnings`` (after :func:`run_checks` returns, ``errors`` is 0)."""
+    failed = [r for r in results if not r.success]
+    warnings = sum(r.severity == "warning" for r in failed)
+    return {
+        "expectations": len(results),
+        "failed": len(failed),
+        "errors": len(failed) - warnings,
+        "warnings": warnings,
+    }

@@ -62,9 +62,15 @@ def test_bot_ranks_first_with_reasons() -> None:
     assert (out["score"] > 0).all() and out["reasons"].str.len_chars().min() > 0
 
 
-def test_ordinary_day_flags_nobody_strongly() -> None:
-    out = score_users(activity().filter(pl.col("user_id") != "bot"), top_n=10)
-    assert out.height == 0 or out["score"].max() < 10
+def test_ordinary_day_flags_nobody_and_one_planted_heavy_clicker_alone() -> None:
+    """The 200 ordinary users: no feature is 3 robust sd from the day's median, so nobody is flagged.
+    The same day with one of them clicking 12 times (the others 2-5) flags that user, and only them."""
+    ordinary = activity().filter(pl.col("user_id") != "bot")
+    assert ordinary.height == 200 and score_users(ordinary, top_n=1000).is_empty()
+    heavy = pl.when(pl.col("user_id") == "u0000").then(12).otherwise(pl.col("clicks"))
+    out = score_users(ordinary.with_columns(clicks=heavy), top_n=1000)
+    assert out["entity_id"].to_list() == ["u0000"]
+    assert out["reasons"][0] == "clicks 12.0 vs typical 4 (z=5.4); click_rate 0.6 vs typical 0.167 (z=7.0)"
 
 
 def item_activity() -> pl.DataFrame:

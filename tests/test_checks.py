@@ -10,6 +10,7 @@ import pytest
 
 from checks.runner import DataCheckError, run_checks
 from mtl_model.config import Settings
+from mtl_model.pipeline import nightly
 from tests.conftest import BUILT_DS as DS
 
 
@@ -54,3 +55,28 @@ def test_schema_drift_is_named(built: Settings) -> None:
         con.execute("alter table items add column surprise integer")
     with pytest.raises(DataCheckError, match="items: expect_table_columns_to_match_set"):
         run_checks(built, DS)
+
+
+def _recorded(settings: Settings) -> tuple[int, pl.DataFrame]:
+    """The day's ``data_checks`` rows: how many, and the failed ones."""
+    frame = pl.read_parquet(settings.output_dir(DS) / "data_checks.parquet")
+    return frame.height, frame.filter(~pl.col("success"))
+
+
+def test_the_check_step_counts_what_data_checks_records(built: Settings, monkeypatch) -> None:
+    """The Airflow step's summary: the real counts of failed expectations, split by severity."""
+    monkeypatch.setenv("TANDEM_HOME", str(built.home))
+    summary = nightly.check(DS.isoformat())
+    rows, failed = _recorded(built)
+    assert failed.height == 0 and rows > 30
+    assert summary == {"expectations": rows, "failed": 0, "errors": 0, "warnings": 0}
+
+    # two warnings, the night goes on: fewer users than half the usual, and no purchase at all
+    with duckdb.connect(str(built.warehouse_path)) as con:
+        con.execute("delete from users where ds = ? and user_id > 'u000030'", [DS])
+        con.execute("update interactions set purchase = 0 where ds = ?", [DS])
+    summary = nightly.check(DS.isoformat())
+    rows, failed = _recorded(built)
+    assert failed.height == 2 and set(failed["severity"]) == {"warning"}
+    assert set(failed["suite"]) == {"users", "interactions"}
+    assert summary == {"expectations": rows, "failed": 2, "errors": 0, "warnings": 2}

@@ -1,55 +1,9 @@
-"""Anomalous users and items of a day: behaviour features and the joint model's surprise, one score with
-human-readable reasons (detector ``joint-model-z-v1``).
+"""Anomalous users and items of a day (detector ``joint-model-z-v1``): behaviour features and the joint
+model's surprise at the day's counts, combined into one score with human-readable reasons.
 
-Two views of the day:
-
-* **Behaviour** (as in ``robust-z-v3``). Users: robust z-scores (median / MAD across the day's active
-  users) of volume, click rate, clicks with nothing bought, click-timing regularity (bots click like
-  clockwork), purchases, and spend of new accounts (fraud). Items: binomial z-scores of the day's
-  clicks against the item's own trailing 7-day CTR, up (click spam) and down (broken tracking: many
-  exposures, no clicks), and a robust z of how many clicks came from its single most active user.
-* **The joint model.** The night's export holds every exposure of ``ds`` with its labels (the
-  validation day of training). The current promoted model (``registry.load_current``, after tonight's
-  ``train``) gives each exposure its probability ``p`` of every task. Per user and item and per task,
-  the observed count ``n = Σ y`` is compared with what the model expected, ``λ = Σ p``: the z is the
-  probit of the mid-p tail probability of ``n`` under the model (:func:`count_z`), signed (+ more
-  than expected, − fewer). It is a proper z under the model: for labels drawn from the model's own
-  probabilities it has mean ≈ 0 and |z| > 3 as rarely as a standard normal, also for the small
-  counts of carts and purchases (its sd is 0.8-1: a discrete count is never overstated). No model
-  was trained on ``ds``: it is tonight's validation day, and a model kept from an earlier night
-  never saw it. Reason: "more purchases than the model expected: 8 in 9 exposures, 0.4 expected
-  (z=5.7)".
-
-Why not the surprisal z ``(S − E) / sqrt(V)`` (``S = Σ −log p(y)``, ``E = Σ H(p)``,
-``V = Σ p(1−p) logit(p)²``)? ``S − E = −Σ (y − p)·logit(p)``: it is the score test of a change in the
-model's *sharpness* (the logit scaled by a temperature), while bots, fraud, spam and broken tracking
-shift an entity's *rate* (its logit offset), whose score test is the count residual ``Σ (y − p)`` used
-here. On the simulated benchmark (``bench/bench_anomalies.py``, last table) the surprisal z reaches
-|z| > 3 for 1 broken-tracking item of 10 (a deficit of rare clicks is not "surprising" exposure by
-exposure), the count z for 9; and both normal approximations put about 5% of ordinary users and
-items beyond |z| > 3 (one event where ``p = 0.001`` gives z ≈ 30), the Poisson tail 0.2-0.4%.
-
-Combination into one score, each part a reason (every reason is listed):
-
-* a behaviour z above ``Z_THRESHOLD`` adds itself, capped at ``Z_CAP`` (several independent reasons
-  outrank one huge one; ``robust-z-v3`` capped the items' only);
-* a model z counts when the count is improbable (``|z| > Z_THRESHOLD``) *and* off by at least a factor
-  ``MODEL_RATIO`` (the model is not perfect: on thousands of exposures a 20% calibration error is
-  improbable too). It adds ``min(|z|, Z_CAP)`` minus what the behaviour features measuring the same
-  count already added (``USER_TASK_COUNTS`` / ``ITEM_TASK_COUNTS``): two views of one count are one
-  piece of evidence, the larger counts;
-* a behaviour reason measuring a count the model predicts (users: clicks, clicks without purchase,
-  purchases; items: CTR up or down) is *explained* and dropped when the model knows the entity (its own
-  embedding: seen in training) and did not find that count surprising. A heavy user who clicks as
-  much as the model expected of them, on what they were shown, is not anomalous. Entities new to the
-  model (fresh accounts) keep every behaviour reason. The model learns whatever persists in its
-  training window (a bot active all week): a user whose click rate is extreme among the day's users
-  (its behaviour z above the threshold) is therefore never explained by the model.
-
-Without a usable model (none promoted yet, unreadable files, no samples export) the detector falls back
-to behaviour only and says so: ``model_version`` is ``joint-model-z-v1+no-model`` instead of
-``joint-model-z-v1+<model version>``. Reads ``exports/ds=D/{user,item}_activity.parquet`` and
-``samples.parquet``; writes ``outputs/ds=D/anomalies.parquet`` (rank within entity type).
+The specification (features, the model's count z, how the parts combine, the fallback without a
+model) is ``docs/anomalies.md``. Reads ``exports/ds=D/{user,item}_activity.parquet`` and
+``samples.parquet``; writes ``outputs/ds=D/anomalies.parquet``.
 """
 
 from __future__ import annotations
@@ -125,13 +79,9 @@ def detector_version(model_version: str | None) -> str:
 def count_z(observed: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     """Signed z of counts against their expectation under the model (vectorised, float64).
 
-    ``observed[i] = Σ y`` and ``expected[i] = λ = Σ p`` over an entity's exposures. The count of a sum of
-    Bernoulli trials is approximated by Poisson(λ) (Le Cam: close when the ``p`` are small, as for
-    carts and purchases; a sum of Bernoullis is less dispersed than the Poisson of the same mean, so
-    large ``p`` make ``|z|`` conservative). z is the probit of the mid-p tail probability,
-    ``P(N > n) + ½ P(N = n)``: positive when more happened than expected, negative when fewer; mean ≈ 0
-    and sd at most 1 under the model. Poisson tails are regularised incomplete gamma functions:
-    ``P(N >= k) = gammainc(k, λ)`` and ``P(N <= k) = gammaincc(k + 1, λ)``.
+    ``observed[i] = Σ y``, ``expected[i] = λ = Σ p`` over an entity's exposures; the count is taken as
+    Poisson(λ) and z is the probit of its mid-p tail (+ more than expected, − fewer; see
+    docs/anomalies.md). Tails: ``P(N >= k) = gammainc(k, λ)``, ``P(N <= k) = gammaincc(k + 1, λ)``.
     """
     n = observed.to(torch.float64)
     lam = expected.to(torch.float64).clamp(min=1e-12)
@@ -273,10 +223,7 @@ def _combine(
 ) -> pl.DataFrame:
     """Add ``score`` and ``reasons`` to ``feats`` (behaviour ``z_<name>`` and the model's ``mz_<task>``).
 
-    ``behaviour``: feature name → its reason. Each behaviour z above the threshold and not explained by
-    the model adds itself (capped). Each model z beyond the threshold adds what it exceeds the behaviour
-    features measuring the same count by (``task_counts``): two views of one count are not two pieces
-    of evidence, so the larger of them counts once. Every reason is listed."""
+    ``behaviour``: feature name → its reason text. The rules are in docs/anomalies.md ("One score")."""
     counts = {n: _counts(n, task_counts, tasks, trusted) for n in behaviour}
     parts = {
         n: pl.when(counts[n]).then(pl.col(f"z_{n}").clip(upper_bound=Z_CAP)).otherwise(0.0) for n in behaviour

@@ -15,6 +15,8 @@ from mtl_model.outputs.warehouse import OUTPUT_TABLES
 
 
 def print_summary(settings: Settings, ds: date | None = None) -> None:
+    """Print the night's summary from the analyst catalog (``tandem show``); ``ds`` defaults to the
+    latest published day."""
     catalog = settings.catalog_path
     if not catalog.exists():
         print(f"no analyst catalog yet at {catalog}: run `tandem run --ds YYYY-MM-DD` first")
@@ -75,6 +77,7 @@ def _table(frame, max_rows: int = 20) -> str:
 
 
 def _fmt(value: object) -> str:
+    """A table cell: floats to 4 significant digits, None as empty."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)

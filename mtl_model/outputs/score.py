@@ -1,16 +1,12 @@
 """Scoring: candidates of day ``ds`` → current joint model → fused score → top-K items per user.
 
-The fused score is ``p_click ** a * p_purchase ** b * price ** c`` (``a``, ``b``, ``c`` =
-``fusion_click_weight``, ``fusion_purchase_weight``, ``fusion_price_weight``; with a = b = c = 1 it is
-the expected revenue of showing the item, with c = 0, the default, the chance of a click that ends in
-a purchase). A factor whose task the model lacks counts as 1, and a model with neither click nor
-purchase ranks by the product of its task probabilities. Every candidate is scored in the scene
-the list is for (``recommend_scene``, default ``home``): a candidate found through search
-popularity has no query, and the search scene's higher click rates would favour it in a home list
-(judged by the simulator's truth, bench/bench_ranking.py: +7% clicks, +9% purchases at 20k users).
-With ``recommend_scene`` empty, each candidate keeps its own scene, and a (user, item) pair offered in
-several scenes keeps its best-scoring row; at most ``max_per_category`` items of one category enter a user's
-top K (0: no cap). Ties are broken by ``item_id`` then ``scene``.
+Fused score: ``p_click ** a * p_purchase ** b * price ** c`` (``fusion_click_weight``,
+``fusion_purchase_weight``, ``fusion_price_weight``); a factor whose task the model lacks counts as 1,
+and a model with neither click nor purchase ranks by the product of its task probabilities. Every
+candidate is scored in the list's scene (``recommend_scene``, default ``home``; why: the section
+"Recommendation lists against the simulator's truth" of docs/benchmarks.md). With ``recommend_scene``
+empty each candidate keeps its own scene and a (user, item) pair keeps its best row. At most
+``max_per_category`` items of one category per list (0: no cap); ties broken by ``item_id``, ``scene``.
 """
 
 from __future__ import annotations
