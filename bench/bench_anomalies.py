@@ -121,9 +121,11 @@ def main() -> None:
     last = start + timedelta(days=args.days - 1)
     simulate(settings, start, args.days, config)
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
-    build = ["build", "--quiet", "--vars", f"{{run_date: '{last}'}}"]
+    build = ["build", "--quiet"]
     build += ["--exclude", "resource_type:test", "resource_type:unit_test"]
-    subprocess.run(dbt_command(*build, target=home / "t"), env=env, check=True)
+    subprocess.run(
+        dbt_command(*build, target=home / "t", settings=settings, run_date=last), env=env, check=True
+    )
     export_day(settings, last)
     truth = pl.read_parquet(home / "truth" / "anomalies.parquet").with_columns(pl.col("ds").cast(pl.Date))
 

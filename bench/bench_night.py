@@ -32,7 +32,7 @@ EVENTS_PER_USER_DAY = 14.0  # what the default simulator yields per user and day
 def dbt_build(settings: Settings, ds: date, target: Path) -> float:
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
     started = time.perf_counter()
-    command = dbt_command("build", "--vars", f"{{run_date: '{ds}'}}", "--quiet", target=target)
+    command = dbt_command("build", "--quiet", target=target, settings=settings, run_date=ds)
     subprocess.run(command, env=env, check=True)
     return time.perf_counter() - started
 

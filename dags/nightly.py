@@ -69,7 +69,8 @@ def tandem_nightly() -> None:
             emit_datasets=False,
         ),
         operator_args={
-            "vars": {"run_date": "{{ ti.xcom_pull(task_ids='resolve_ds') }}"},
+            # every setting the SQL reads comes from Settings (one source of defaults), plus the ds
+            "vars": {**settings.dbt_vars(), "run_date": "{{ ti.xcom_pull(task_ids='resolve_ds') }}"},
             "install_deps": False,
             **warehouse,
         },

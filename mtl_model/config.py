@@ -1,110 +1,230 @@
-"""One configuration object for the whole house.
+"""One configuration object for the whole house: :class:`Settings` (pydantic-settings).
 
-Every field has a default and can be overridden by an environment variable named
-``TANDEM_<FIELD>`` (upper case), e.g. ``TANDEM_HOME=/data/tandem`` or ``TANDEM_TOP_K=20``.
-Paths default to folders under ``home`` (``TANDEM_HOME``, default ``<repo>/var``), following
-the layout in DESIGN.md.
+Every field has a default and can be overridden by an environment variable ``TANDEM_<FIELD>``
+(upper case), e.g. ``TANDEM_HOME=/data/tandem`` or ``TANDEM_TOP_K=20``; lists are comma-separated
+(``TANDEM_TASKS=click,purchase``). :func:`load_settings` reads the environment and validates every
+value when the settings load: a bad value or an unknown ``TANDEM_*`` name is a :class:`SettingsError`
+that names the variable and what it allows. ``Settings(...)`` with keyword arguments ignores the
+environment (tests and benchmarks build their own). Paths default to folders under ``home``
+(``TANDEM_HOME``, default ``<repo>/var``), as in DESIGN.md. The settings the SQL uses reach dbt as
+vars from :meth:`Settings.dbt_vars`, never as a second copy in ``dbt_project.yml``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field, fields
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mtl_model.contract import EVENT_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DAGS_DIR = REPO_ROOT / "dags"
+ENV_PREFIX = "TANDEM_"
+
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
+LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad")
+CLASS_BALANCES = ("none", "pos_weight", "focal")
+LABELS = ("click", "cart", "purchase")  # the label columns of training_samples a task can name
+# TANDEM_* variables that are not settings: the demo's sizes and source (mtl_model.pipeline.demo)
+OTHER_VARIABLES = frozenset(f"TANDEM_DEMO_{name}" for name in ("SOURCE", "USERS", "ITEMS", "DAYS"))
+# folders under home that a path setting defaults to
+PATH_DEFAULTS = {
+    "landing_dir": "landing",
+    "warehouse_path": "warehouse.duckdb",
+    "exports_dir": "exports",
+    "models_dir": "models",
+    "outputs_dir": "outputs",
+    "published_dir": "published",
+    "reports_dir": "reports",
+    "airflow_home": "airflow",
+}
+# settings the dbt project reads (as vars; see dbt_project/macros/settings.sql)
+DBT_SETTINGS = (
+    "train_window_days",
+    "popularity_days",
+    "candidates_popular_per_scene",
+    "candidates_per_category",
+    "candidates_covisit",
+    "candidates_recent",
+    "max_candidates_per_user",
+    "exclude_bought",
+    "negatives_per_view",
+    "late_days_allowed",
+    "top_k",
+    "seed",
+    "business_tz",
+)
+
+_READ_ENVIRONMENT: ContextVar[bool] = ContextVar("tandem_read_environment", default=False)
+
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+Names = Annotated[tuple[str, ...], NoDecode]
+Sizes = Annotated[tuple[Positive, ...], NoDecode]
+Weights = Annotated[tuple[Annotated[float, Field(ge=0.0)], ...], NoDecode]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable and what it allows."""
 
 
 def _default_home() -> Path:
     return REPO_ROOT / "var"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Configuration of one Tandem deployment. Build with :func:`load_settings`."""
+class Settings(BaseSettings):
+    """Configuration of one Tandem deployment. Build it with :func:`load_settings`."""
 
-    home: Path = field(default_factory=_default_home)
-    # Paths: empty means "derive from home" (see __post_init__).
-    landing_dir: Path | None = None
-    warehouse_path: Path | None = None
-    exports_dir: Path | None = None
-    models_dir: Path | None = None
-    outputs_dir: Path | None = None
-    published_dir: Path | None = None
-    reports_dir: Path | None = None
-    airflow_home: Path | None = None
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", env_ignore_empty=True, validate_default=True
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    # Paths: unset means "under home" (see PATH_DEFAULTS)
+    landing_dir: Path = Path()
+    warehouse_path: Path = Path()
+    exports_dir: Path = Path()
+    models_dir: Path = Path()
+    outputs_dir: Path = Path()
+    published_dir: Path = Path()
+    reports_dir: Path = Path()
+    airflow_home: Path = Path()
 
     business_tz: str = "UTC"
-    seed: int = 42
+    seed: Count = 42
+
+    # Data (the dbt project reads these as vars)
+    train_window_days: Annotated[int, Field(ge=2)] = 7  # days ending at ds; the last (ds) validates
+    popularity_days: Positive = 7  # look-back of the candidate sources
+    candidates_popular_per_scene: Count = 100  # most clicked items of each scene
+    candidates_per_category: Count = 30  # most clicked items of each of the user's top 3 categories
+    candidates_covisit: Count = 50  # items co-clicked in sessions with the user's recent clicks
+    candidates_recent: Count = 30  # items the user clicked or carted in the window
+    max_candidates_per_user: Positive = 300
+    exclude_bought: bool = True  # never recommend what the user bought in the window
+    negatives_per_view: Count = 4  # view-only sources: sampled items the user did not touch, per view
+    late_days_allowed: Count = 3  # events landing up to this many days after their business date count
 
     # Model and training
-    train_window_days: int = 7  # days of exposures ending at ds; the last one (ds) is the validation day
-    architecture: str = "shared_bottom"
-    tasks: tuple[str, ...] = ("click", "cart", "purchase")
-    embedding_dim: int = 16
-    hidden_dims: tuple[int, ...] = (128, 64)
-    epochs: int = 3
-    batch_size: int = 2048
-    learning_rate: float = 0.003
-    device: str = "auto"  # auto | cpu | cuda
-    promote_tolerance: float = 0.01  # new model may be this much worse in mean AUC and still promote
-    esmm: str = "auto"  # auto (on for mmoe / ple) | true | false: pCTCVR = pCTR × pCVR over all exposures
+    architecture: Literal[ARCHITECTURES] = "shared_bottom"  # type: ignore[valid-type]
+    tasks: Names = ("click", "cart", "purchase")
+    embedding_dim: Positive = 16
+    hidden_dims: Sizes = (128, 64)
+    epochs: Positive = 3
+    batch_size: Positive = 2048
+    learning_rate: Annotated[float, Field(gt=0.0)] = 0.003
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC
+    esmm: Literal["auto", "true", "false"] = "auto"  # auto: on for mmoe / ple (pCTCVR = pCTR × pCVR)
     scene_towers: bool = False  # a tower per scene (home, search) on top of the shared one
-    n_experts: int = 4  # MMoE experts
-    ple_levels: int = 2  # PLE extraction levels
-    ple_task_experts: int = 1  # PLE experts per task and level
-    ple_shared_experts: int = 2  # PLE shared experts per level
-    loss_weighting: str = "fixed"  # fixed | uncertainty | gradnorm | pcgrad
-    task_weights: tuple[float, ...] = ()  # fixed weights, in task order (empty: all 1)
-    gradnorm_alpha: float = 1.5
-    class_balance: str = "none"  # none (calibrated probabilities) | pos_weight | focal
-    focal_gamma: float = 2.0
+    n_experts: Positive = 4  # MMoE experts
+    ple_levels: Positive = 2  # PLE extraction levels (at most len(hidden_dims))
+    ple_task_experts: Positive = 1  # PLE experts per task and level
+    ple_shared_experts: Positive = 2  # PLE shared experts per level
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = "fixed"  # type: ignore[valid-type]
+    task_weights: Weights = ()  # fixed weights, in task order (empty: all 1)
+    gradnorm_alpha: Annotated[float, Field(ge=0.0)] = 1.5
+    class_balance: Literal[CLASS_BALANCES] = "none"  # type: ignore[valid-type]
+    focal_gamma: Annotated[float, Field(ge=0.0)] = 2.0
     sparse_embeddings: bool = True  # sparse embedding gradients + a row-sparse Adam
-    max_vocab: int = 0  # 0: no cap; else ids beyond the cap are hashed into hash_buckets
-    hash_buckets: int = 4096
+    max_vocab: Count = 0  # 0: no cap; else ids beyond the cap are hashed into hash_buckets
+    hash_buckets: Positive = 4096
     log_counts: bool = True  # sign(x)·log1p(|x|) on the non-negative count / amount f_* features
-    patience: int = 2  # early stopping on the validation day
+    patience: Count = 2  # early stopping on the validation day (0: run every epoch)
     checkpoints: bool = True  # a checkpoint each epoch; a crashed run resumes from it
     checkpoint_dir: Path | None = None  # default models_dir/.checkpoints
     bf16: bool = True  # autocast on CUDA only
     baselines: bool = True  # popularity and single-task baselines into model_metrics each night
-    threads: int = 0  # torch threads; 0 leaves torch's default (1 is faster on a busy shared machine)
+    threads: Count = 0  # torch threads; 0 leaves torch's default
 
     # Outputs
-    top_k: int = 10
-    candidates_per_scene: int = 200
+    top_k: Positive = 10
     fusion_click_weight: float = 1.0  # score = p_click^a * p_purchase^b * price^c
     fusion_purchase_weight: float = 1.0
     fusion_price_weight: float = 0.0  # c = 1 (with a = b = 1): rank by expected revenue
-    max_per_category: int = 3  # at most this many items of one category in a user's top K (0: no cap)
+    max_per_category: Count = 3  # at most this many items of one category in a user's top K (0: no cap)
     recommend_scene: str = "home"  # every candidate is scored in this scene ("": each in its own)
-    anomaly_top_n: int = 50
+    anomaly_top_n: Count = 50
 
     # Airflow
-    train_queue: str = "default"  # "gpu" in a deployment with a GPU Celery worker
-    warehouse_pool: str = "duckdb"
-    task_retries: int = 1
+    train_queue: Annotated[str, Field(min_length=1)] = "default"  # "gpu" with a GPU Celery worker
+    warehouse_pool: Annotated[str, Field(min_length=1)] = "duckdb"
+    task_retries: Count = 1
 
-    def __post_init__(self) -> None:
-        home = Path(self.home).expanduser().resolve()
-        object.__setattr__(self, "home", home)
-        defaults = {
-            "landing_dir": home / "landing",
-            "warehouse_path": home / "warehouse.duckdb",
-            "exports_dir": home / "exports",
-            "models_dir": home / "models",
-            "outputs_dir": home / "outputs",
-            "published_dir": home / "published",
-            "reports_dir": home / "reports",
-            "airflow_home": home / "airflow",
-        }
-        for name, default in defaults.items():
-            value = getattr(self, name)
-            object.__setattr__(self, name, Path(value).expanduser().resolve() if value else default)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment only inside :func:`load_settings`."""
+        return (init_settings, env_settings) if _READ_ENVIRONMENT.get() else (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_home(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        home = Path(data.get("home") or _default_home()).expanduser().resolve()
+        data["home"] = home
+        for name, default in PATH_DEFAULTS.items():
+            value = data.get(name)
+            data[name] = Path(value).expanduser().resolve() if value not in (None, "") else home / default
+        if data.get("checkpoint_dir") in ("", None):
+            data["checkpoint_dir"] = None
+        return data
+
+    @field_validator("tasks", "hidden_dims", "task_weights", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("business_tz")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"not a time zone of the IANA database (e.g. UTC, Asia/Shanghai): {value!r}"
+            ) from None
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in LABELS]
+        if not value or unknown or len(set(value)) != len(value):
+            known = ", ".join(LABELS)
+            raise ValueError(f"tasks must be distinct names among {known}; got {','.join(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.hidden_dims:
+            raise ValueError("hidden_dims: at least one layer size is needed (e.g. 128,64)")
+        if self.task_weights and len(self.task_weights) != len(self.tasks):
+            n, got = len(self.tasks), len(self.task_weights)
+            raise ValueError(f"task_weights: one weight per task ({n}), got {got}")
+        if self.architecture == "ple" and self.ple_levels > len(self.hidden_dims):
+            raise ValueError(f"ple_levels: at most len(hidden_dims) = {len(self.hidden_dims)}")
+        return self
 
     # ----- derived paths, keyed by ds -------------------------------------------------------
     def landing(self, table: str, ds: date | str) -> Path:
@@ -123,45 +243,71 @@ class Settings:
     def catalog_path(self) -> Path:
         return self.published_dir / "catalog.duckdb"
 
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` (paths under a new ``home`` follow it unless given)."""
+        values = self.model_dump()
+        if "home" in changes:
+            for name in PATH_DEFAULTS:
+                if values[name] == values["home"] / PATH_DEFAULTS[name]:
+                    values[name] = None
+        return type(self)(**{**values, **changes})
+
     def as_env(self) -> dict[str, str]:
         """Environment variables that reproduce these settings in a subprocess (dbt, workers)."""
         env = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, value in self.model_dump().items():
             if isinstance(value, tuple):
                 value = ",".join(str(v) for v in value)
-            env[f"TANDEM_{f.name.upper()}"] = "" if value is None else str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = "" if value is None else str(value)
         return env
 
+    def dbt_vars(self, run_date: date | str | None = None) -> dict[str, Any]:
+        """The vars of every dbt invocation: the settings the SQL reads, the contract's event types
+        and (when given) the run date."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in DBT_SETTINGS}
+        out["event_types"] = list(EVENT_TYPES)
+        if run_date is not None:
+            out["run_date"] = str(run_date)
+        return out
 
-def _coerce(raw: str, annotation: str) -> Any:
-    if "tuple" in annotation:
-        parts = [p.strip() for p in raw.split(",") if p.strip()]
-        if "float" in annotation:
-            return tuple(float(p) for p in parts)
-        return tuple(int(p) for p in parts) if "int" in annotation else tuple(parts)
-    if annotation == "bool":
-        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise ValueError(f"not a boolean: {raw!r}")
-        return raw.lower() in ("1", "true", "yes")
-    if "Path" in annotation:
-        return Path(raw)
-    if "int" in annotation and "float" not in annotation:
-        return int(raw)
-    if "float" in annotation:
-        return float(raw)
-    return raw
+
+def _unknown_variables(environ: dict[str, str]) -> list[str]:
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    errors = []
+    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX) and v not in known):
+        near = difflib.get_close_matches(var, sorted(known), n=1)
+        errors.append(f"{var}: not a Tandem setting" + (f" (did you mean {near[0]}?)" if near else ""))
+    return errors
+
+
+def _describe(error: dict[str, Any], overrides: dict[str, Any]) -> str:
+    """One line: the variable (or keyword), its value, what is wrong. Errors of a model validator have
+    no location: their message starts with the field name."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    head, _, rest = message.partition(": ")
+    if not name and head in Settings.model_fields:
+        name, message = head, rest
+    source = "" if not name or name in overrides else ENV_PREFIX + name.upper()
+    label = source or name or "settings"
+    value = os.environ.get(source) if source else overrides.get(name)
+    shown = f"={value!r}" if value is not None else ""
+    return f"{label}{shown}: {message}"
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Defaults, then ``TANDEM_*`` environment variables, then explicit keyword overrides."""
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        raw = os.environ.get(f"TANDEM_{f.name.upper()}")
-        if raw not in (None, ""):
-            values[f.name] = _coerce(raw, str(f.type))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(Settings)}
-    if unknown:
-        raise TypeError(f"unknown settings: {sorted(unknown)}")
-    return Settings(**values)
+    """Defaults, then ``TANDEM_*`` environment variables, then explicit keyword overrides; validated.
+    Raises :class:`SettingsError` (one line per problem) on a bad value or an unknown variable."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    problems = _unknown_variables(dict(os.environ))
+    token = _READ_ENVIRONMENT.set(True)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems += [_describe(e, overrides) for e in exc.errors()]
+        settings = None
+    finally:
+        _READ_ENVIRONMENT.reset(token)
+    if problems or settings is None:
+        raise SettingsError("; ".join(problems))
+    return settings

@@ -57,17 +57,30 @@ def built_home(built_once: Path, tmp_path: Path) -> Path:
     return home
 
 
-def tandem_env(home: Path, **extra: str) -> dict[str, str]:
+def tandem_settings(home: Path, **overrides: object) -> Settings:
+    """The settings of the tests' homes: small and quick (no retries, 2 epochs, 1 thread)."""
+    return Settings(
+        **{"home": home, "task_retries": 0, "epochs": 2, "batch_size": 256, "threads": 1, **overrides}
+    )
+
+
+def tandem_env(home: Path, settings: Settings | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TANDEM_", "AIRFLOW"))}
-    env.update(Settings(home=home, task_retries=0, epochs=2, batch_size=256, threads=1).as_env())
+    env.update((settings or tandem_settings(home)).as_env())
     env.update({"DO_NOT_TRACK": "1", "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False", **extra})
     return env
 
 
-def dbt_build(home: Path, ds: date, *args: str) -> subprocess.CompletedProcess:
-    """`dbt build --vars run_date` on the real project, against the home's warehouse."""
-    command = dbt_command("build", "--vars", f"{{run_date: '{ds}'}}", *args, target=home / "dbt_target")
-    return subprocess.run(command, env=tandem_env(home), capture_output=True, text=True, timeout=300)
+def dbt_build(
+    home: Path, ds: date, *args: str, settings: Settings | None = None
+) -> subprocess.CompletedProcess:
+    """`dbt build` for run date ``ds`` on the real project, against the home's warehouse, with the vars
+    of ``settings`` (default: :func:`tandem_settings`)."""
+    settings = settings or tandem_settings(home)
+    command = dbt_command("build", *args, target=home / "dbt_target", settings=settings, run_date=ds)
+    return subprocess.run(
+        command, env=tandem_env(home, settings), capture_output=True, text=True, timeout=300
+    )
 
 
 def tandem_cli(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

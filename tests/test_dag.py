@@ -20,7 +20,8 @@ bag = DagBag(dag_folder=str(DAGS_DIR))
 dag = bag.dags["tandem_nightly"]
 tasks = {t.task_id: {"pool": t.pool, "operator": type(t).__name__, "queue": t.queue, "retries": t.retries,
                      "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks}
-print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+dbt_vars = getattr(dag.get_task("dbt.dbt_producer_watcher"), "vars", None)
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dbt_vars": dbt_vars,
                   "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
                   "tasks": tasks, "torch_at_parse": "torch" in sys.modules}))
 """
@@ -71,7 +72,11 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert any(u.startswith("dbt.") for u in tasks["check"]["upstream"])
 
 
-def test_train_queue_comes_from_configuration(tmp_path: Path) -> None:
-    info = probe(tmp_path, TANDEM_TRAIN_QUEUE="gpu")
+def test_train_queue_and_dbt_vars_come_from_configuration(tmp_path: Path) -> None:
+    info = probe(tmp_path, TANDEM_TRAIN_QUEUE="gpu", TANDEM_TRAIN_WINDOW_DAYS="3", TANDEM_TOP_K="4")
+    # the dbt build of the night gets the settings the SQL reads from Settings, not from dbt_project.yml
+    assert info["dbt_vars"]["train_window_days"] == 3 and info["dbt_vars"]["top_k"] == 4
+    assert info["dbt_vars"]["event_types"] == ["impression", "view", "click", "cart", "fav", "purchase"]
+    assert info["dbt_vars"]["run_date"] == "{{ ti.xcom_pull(task_ids='resolve_ds') }}"
     assert info["tasks"]["train"]["queue"] == "gpu"
     assert info["tasks"]["anomalies"]["queue"] == "gpu" and info["tasks"]["score"]["queue"] == "gpu"

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from tests.conftest import BUILT_DS, START, dbt_build
+from tests.conftest import BUILT_DS, LAST, START, dbt_build, tandem_settings
 
 MARTS = ("stg_events", "stg_events_quarantine", "users", "items", "interactions")
 
@@ -108,9 +108,11 @@ def test_run_date_is_required(home: Path) -> None:
     import subprocess
 
     from mtl_model.pipeline.dbt import dbt_command
-    from tests.conftest import tandem_env
+    from tests.conftest import tandem_env, tandem_settings
 
-    command = dbt_command("build", "--select", "stg_events", target=home / "t")
+    command = dbt_command(
+        "build", "--select", "stg_events", target=home / "t", settings=tandem_settings(home)
+    )
     out = subprocess.run(command, env=tandem_env(home), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "run_date" in out.stdout
@@ -136,3 +138,19 @@ def test_export_models_are_scoped_to_the_run_date(built_once: Path, table: str) 
                 ).fetchall()[0][0]
                 == 0
             )
+
+
+def test_train_window_setting_reaches_dbt_and_python_alike(home: Path) -> None:
+    """TANDEM_TRAIN_WINDOW_DAYS=3: dbt's training_samples and the trainer's split both span 3 days."""
+    from mtl_model.config import load_settings
+    from mtl_model.learn.samples import read_split
+    from mtl_model.outputs.warehouse import export_day
+
+    settings = load_settings(**tandem_settings(home, train_window_days=3).model_dump())
+    done = dbt_build(home, LAST, settings=settings)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert days(home, "training_samples") == [LAST - timedelta(days=2), LAST - timedelta(days=1), LAST]
+    export_day(settings, LAST)
+    train, valid = read_split(settings, LAST)
+    assert sorted(set(train["ds"].to_list())) == [LAST - timedelta(days=2), LAST - timedelta(days=1)]
+    assert set(valid["ds"].to_list()) == {LAST}

@@ -14,11 +14,6 @@
   {%- endif -%}
 {%- endmacro %}
 
-{#- Landing-zone glob for one table (events, items, users), under TANDEM_LANDING_DIR. -#}
-{% macro landing_glob(table) -%}
-  '{{ env_var("TANDEM_LANDING_DIR") }}/{{ table }}/ds=*/*.parquet'
-{%- endmacro %}
-
 {#- Which days an incremental model builds: the run date alone when the table exists, every day up
     to the run date on its first build or a --full-refresh (never a day after it: no leakage). -#}
 {% macro days_to_build(column='ds') -%}

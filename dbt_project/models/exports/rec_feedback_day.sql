@@ -8,7 +8,7 @@
     A recommender that lists what the current feed shows anyway scores a high hit rate through
     shown_rate; shown_ctr compares how well the lists match the users' taste where they were seen.
     Empty on a first day (nothing published yet). -#}
-{%- set k = env_var('TANDEM_TOP_K', '10') | int -%}
+{%- set k = int_setting('top_k') -%}
 {%- set published = adapter.get_relation(database=target.database, schema='main', identifier='recommendations') -%}
 
 with today as (
@@ -39,7 +39,7 @@ popular_list as (
         order by count(distinct user_id) filter (where click = 1) desc, sum(click) desc, count(*) desc, item_id
     ) as rank
     from {{ ref('interactions') }}
-    where ds between {{ run_date() }} - interval ({{ var('popularity_days') }}) day and {{ run_date() }} - 1
+    where ds between {{ run_date() }} - interval ({{ int_setting('popularity_days') }}) day and {{ run_date() }} - 1
     group by item_id
     qualify rank <= {{ k }}
 ),

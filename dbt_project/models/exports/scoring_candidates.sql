@@ -10,7 +10,7 @@
     as of the end of the run date (the recommendations are for the next day). -#}
 with window_interactions as (
     select * from {{ ref('interactions') }}
-    where ds between {{ run_date() }} - interval ({{ var('popularity_days') }} - 1) day and {{ run_date() }}
+    where ds between {{ run_date() }} - interval ({{ int_setting('popularity_days') }} - 1) day and {{ run_date() }}
 ),
 
 active_users as (
@@ -38,7 +38,7 @@ popular as (
             item_id, scene,
             row_number() over (partition by scene order by clickers desc, clicks desc, exposures desc, item_id) as source_rank
         from item_clicks
-        qualify source_rank <= {{ var('candidates_popular_per_scene') }}
+        qualify source_rank <= {{ int_setting('candidates_popular_per_scene') }}
     ) as p
 ),
 
@@ -51,12 +51,12 @@ category_top_items as (
     from item_clicks as c
     inner join in_stock as s using (item_id)
     group by s.category_id, c.item_id
-    qualify rank_in_category <= {{ var('candidates_per_category') }}
+    qualify rank_in_category <= {{ int_setting('candidates_per_category') }}
 ),
 
 affinity as (
     select f.user_id, t.item_id, 'home' as scene, 'affinity' as source,
-           (f.category_rank - 1) * {{ var('candidates_per_category') }} + t.rank_in_category as source_rank
+           (f.category_rank - 1) * {{ int_setting('candidates_per_category') }} + t.rank_in_category as source_rank
     from (
         select user_id, category_id,
                row_number() over (partition by user_id order by f_uc_clicks_30d desc, category_id) as category_rank
@@ -101,7 +101,7 @@ covisit as (
     inner join active_users using (user_id)
     inner join covisit_pairs as p using (seed)
     group by s.user_id, p.item_id
-    qualify source_rank <= {{ var('candidates_covisit') }}
+    qualify source_rank <= {{ int_setting('candidates_covisit') }}
 ),
 
 recent as (
@@ -111,7 +111,7 @@ recent as (
     inner join active_users using (user_id)
     where (i.click = 1 or i.cart = 1) and i.ds > {{ run_date() }} - interval 7 day
     group by i.user_id, i.item_id
-    qualify source_rank <= {{ var('candidates_recent') }}
+    qualify source_rank <= {{ int_setting('candidates_recent') }}
 ),
 
 bought as (
@@ -141,13 +141,13 @@ pairs as (
         min(c.source_rank) as best_source_rank
     from unioned as c
     inner join in_stock as s using (item_id)
-    {% if var('exclude_bought') -%}
+    {% if setting('exclude_bought') -%}
     anti join bought as b on b.user_id = c.user_id and b.item_id = c.item_id
     {%- endif %}
     group by c.user_id, c.item_id, s.category_id, s.price
     qualify row_number() over (
         partition by c.user_id order by min(c.source_rank), count(*) desc, c.item_id
-    ) <= {{ var('max_candidates_per_user') }}
+    ) <= {{ int_setting('max_candidates_per_user') }}
 )
 
 -- features as of the end of the run date: the recommendations are for the next day

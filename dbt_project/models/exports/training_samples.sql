@@ -7,6 +7,6 @@ select
     {{ feature_columns() }}
 from {{ ref('interactions') }} as x
 {{ feature_joins('x.ds - 1',
-    run_date() ~ " - interval (" ~ var('train_window_days') ~ ") day", run_date() ~ " - interval 1 day") }}
-where x.ds between {{ run_date() }} - interval ({{ var('train_window_days') }} - 1) day and {{ run_date() }}
+    run_date() ~ " - interval (" ~ int_setting('train_window_days') ~ ") day", run_date() ~ " - interval 1 day") }}
+where x.ds between {{ run_date() }} - interval ({{ int_setting('train_window_days') }} - 1) day and {{ run_date() }}
 order by x.ds, x.exposure_id

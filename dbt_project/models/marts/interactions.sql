@@ -65,10 +65,10 @@ drawn as (
     -- view-only days: `negatives_per_view` items per view, drawn by a seeded hash of the exposure
     select
         p.ds, p.session_id, p.user_id, p.scene, p.exposed_at,
-        md5_number_lower(concat_ws('|', '{{ env_var("TANDEM_SEED", "42") }}', p.session_id, p.user_id,
+        md5_number_lower(concat_ws('|', '{{ int_setting("seed") }}', p.session_id, p.user_id,
                                    p.item_id, p.scene, draw)) as h
     from positives as p
-    cross join range({{ var('negatives_per_view') }}) as t(draw)
+    cross join range({{ int_setting('negatives_per_view') }}) as t(draw)
     where not p.has_impressions
 ),
 
