@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad")
-CLASS_BALANCES = ("none", "pos_weight", "focal")
+from mtl_model.config import CLASS_BALANCES, LOSS_WEIGHTINGS
+
 MAX_POS_WEIGHT = 50.0
 
 
@@ -289,7 +289,7 @@ def make_weighting(
     gradnorm_lr: float = 0.025,
     seed: int = 0,
 ) -> LossWeighting:
-    """The weighting called ``method`` (one of :data:`WEIGHTINGS`); ``seed`` drives PCGrad's order."""
+    """The weighting called ``method`` (one of :data:`LOSS_WEIGHTINGS`); ``seed`` drives PCGrad's order."""
     if method == "fixed":
         return FixedWeighting(n_tasks, fixed_weights)
     if method == "uncertainty":
@@ -298,7 +298,7 @@ def make_weighting(
         return GradNorm(n_tasks, alpha=gradnorm_alpha, lr=gradnorm_lr)
     if method == "pcgrad":
         return PCGrad(n_tasks, fixed_weights, seed=seed)
-    raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, not {method!r}")
+    raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, not {method!r}")
 
 
 def model_optimizer_parameters(weighting: LossWeighting) -> list[nn.Parameter]:

@@ -91,27 +91,15 @@ def _read_chunks(reader: pq.ParquetFile, rows: int) -> Iterator[pl.DataFrame]:
         yield pl.from_arrow(reader.schema_arrow.empty_table())
 
 
-def score(settings: Settings, ds: date | str) -> Path:
-    """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
-    ds = parse_date(ds)
-    path = settings.export_dir(ds) / CANDIDATES_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")
-    model, encoders, version = load_current(settings)
-    device = resolve_device(settings.device)
-    model.to(device)
-    tasks = tuple(model.tasks)
-
-    reader = pq.ParquetFile(path)
+def _score_chunks(settings: Settings, reader: pq.ParquetFile, model, encoders, device) -> pl.DataFrame:
+    """Every candidate of ``reader`` with its p_<task>, in chunks of SCORE_CHUNK rows: the wide
+    candidate rows (every feature) are never all in memory, only the narrow scored ones; chunks are
+    multiples of PREDICT_BATCH, so the model sees the same batches as in one pass."""
     names = reader.schema_arrow.names
-    missing = [c for c in ("user_id", "item_id") if c not in names]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}")
+    tasks = tuple(model.tasks)
     list_scene = settings.recommend_scene if "scene" in names else ""  # one list per user, for one scene
     scene = pl.col("scene").cast(pl.String()) if "scene" in names else pl.lit(None, pl.String())
     extra = [pl.col(c) for c in ("category_id", "price") if c in names]
-    # chunks of SCORE_CHUNK rows: the wide candidate rows (every feature) are never all in memory, only
-    # the narrow scored ones; chunks are multiples of PREDICT_BATCH, so the model sees the same batches
     parts: list[pl.DataFrame] = []
     for chunk in _read_chunks(reader, SCORE_CHUNK):
         candidates = chunk.drop_nulls(["user_id", "item_id"])
@@ -134,21 +122,35 @@ def score(settings: Settings, ds: date | str) -> Path:
                 for t in PROB_TASKS
             )
         )
-    scored = pl.concat(parts, rechunk=True)
+    return pl.concat(parts, rechunk=True)
+
+
+def score(settings: Settings, ds: date | str) -> Path:
+    """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
+    ds = parse_date(ds)
+    path = settings.export_dir(ds) / CANDIDATES_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")
+    model, encoders, version = load_current(settings)
+    device = resolve_device(settings.device)
+    model.to(device)
+    reader = pq.ParquetFile(path)
+    missing = [c for c in ("user_id", "item_id") if c not in reader.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}")
+    scored = _score_chunks(settings, reader, model, encoders, device)
     price_weight = settings.fusion_price_weight if "price" in scored.columns else 0.0
-    scored = scored.with_columns(
-        fused_score(tasks, settings.fusion_click_weight, settings.fusion_purchase_weight, price_weight).alias(
-            "score"
-        )
+    fused = fused_score(
+        tuple(model.tasks), settings.fusion_click_weight, settings.fusion_purchase_weight, price_weight
     )
-    recs = top_k(scored, settings.top_k, settings.max_per_category).with_columns(
+    recs = top_k(scored.with_columns(fused.alias("score")), settings.top_k, settings.max_per_category)
+    recs = recs.with_columns(
         pl.lit(ds, pl.Date()).alias("ds"), pl.lit(version, pl.String()).alias("model_version")
     )
     recs = recs.select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()]).sort(
         ["user_id", "rank"]
     )
-    out = settings.output_dir(ds) / RECOMMENDATIONS_FILE
-    write_parquet_atomic(recs, out)
+    out = write_parquet_atomic(recs, settings.output_dir(ds) / RECOMMENDATIONS_FILE)
     log.info(
         "ds=%s model=%s: %d recommendations for %d users",
         ds,

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtl_model.config import ARCHITECTURES
 from mtl_model.learn.networks.base import MultiTaskNet
 from mtl_model.learn.networks.esmm import default_esmm
 from mtl_model.learn.networks.mmoe import MMoE
 from mtl_model.learn.networks.ple import PLE
 from mtl_model.learn.networks.shared_bottom import SharedBottom
-
-ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 
 
 def build_model(
