@@ -82,3 +82,12 @@ def test_replace_moves_paths_with_home_unless_set(tmp_path: Path) -> None:
     moved = s.replace(home=tmp_path / "b", top_k=3)
     assert moved.landing_dir == (tmp_path / "b" / "landing").resolve() and moved.top_k == 3
     assert moved.warehouse_path == (tmp_path / "wh.duckdb").resolve()
+
+
+def test_the_cli_refuses_bad_settings_in_one_line_with_exit_code_2(monkeypatch, capsys) -> None:
+    from mtl_model.pipeline.cli import main
+
+    monkeypatch.setenv("TANDEM_DEVICE", "gpu")
+    assert main(["show"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tandem: bad settings: TANDEM_DEVICE='gpu': Input should be 'auto', 'cpu' or 'cuda'"

@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import date, timedelta
 
-from mtl_model.config import load_settings
+from mtl_model.config import SettingsError, load_settings
 from mtl_model.dates import parse_date
 
 
@@ -124,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad settings are refused in one line with exit code 2 (bad usage)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"tandem: bad settings: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
