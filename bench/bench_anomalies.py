@@ -31,7 +31,7 @@ import polars as pl
 
 from mtl_model.config import Settings
 from mtl_model.learn.registry import load_current
-from mtl_model.learn.train import read_samples, train
+from mtl_model.learn.samples import read_samples, train
 from mtl_model.outputs.anomalies import detect_day, entity_evidence, evaluate, exposure_probabilities
 from mtl_model.outputs.warehouse import export_day
 from mtl_model.pipeline.dbt import dbt_command

@@ -1,5 +1,5 @@
 """Training throughput of the joint model on a GPU: MMoE at a large batch with bf16 autocast (the goal in
-issue 5: over 2M samples/s on an H100), through the nightly loop ``mtl_model.learn.train.fit_model``.
+issue 5: over 2M samples/s on an H100), through the nightly loop ``mtl_model.learn.fit.fit_model``.
 
     python bench/bench_gpu.py                              # cuda, bf16, batch 65536, MMoE dense
     python bench/bench_gpu.py --arch ple --no-bf16         # PLE in fp32
@@ -24,14 +24,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_train import LAST_DAY, quality  # noqa: E402
-from bench.common import TASKS, Timer, simulated_samples, table, to_tensors  # noqa: E402
+from bench.bench_train import LAST_DAY, fit_settings, quality  # noqa: E402
+from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors  # noqa: E402
+from mtl_model.learn.device import deterministic  # noqa: E402
+from mtl_model.learn.fit import FitResult, fit_model  # noqa: E402
 from mtl_model.learn.networks import build_model, predict_proba  # noqa: E402
-from mtl_model.learn.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.learn.options import TOWER_DIM  # noqa: E402
 from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--arch", default="mmoe", choices=["shared_bottom", "mmoe", "ple"])
@@ -44,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--lr", type=float, default=0.003)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -85,24 +91,20 @@ def main(argv: list[str] | None = None) -> int:
             model,
             train,
             (t.cat_va, t.num_va, t.y_va),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            seed=args.seed,
+            fit_settings(args, sparse_embeddings=args.sparse, bf16=not args.no_bf16),
             device=device,
-            options=TrainOptions(
-                sparse_embeddings=args.sparse,
-                bf16=not args.no_bf16,
-                patience=0,
-                checkpoints=False,
-                baselines=False,
-            ),
         )
+    report(model, fit, t, train[0].shape[0], device)
+    return 0
+
+
+def report(model: torch.nn.Module, fit: FitResult, t: Tensors, n_train: int, device: torch.device) -> None:
+    """Print the speed of each epoch, the fastest, the validation mean AUC and the peak GPU memory."""
     p = predict_proba(model, t.cat_va, t.num_va, device=device)
     rows = [
         {
             "epoch": h["epoch"],
-            "samples_per_s": train[0].shape[0] / h["train_seconds"],
+            "samples_per_s": n_train / h["train_seconds"],
             "seconds": h["train_seconds"],
         }
         for h in fit.history
@@ -114,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         f"fastest epoch: {max(r['samples_per_s'] for r in rows):,.0f} samples/s; validation mean AUC "
         f"{result['mean_auc']:.4f}" + (f"; peak GPU memory {peak:.2f} GiB" if device.type == "cuda" else "")
     )
-    return 0
 
 
 if __name__ == "__main__":

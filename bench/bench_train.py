@@ -14,7 +14,7 @@ every model below trains on the same tensors with the same batch size, learning 
 dbt feature models) to every model's input, and rows that train on the same features without the log
 of counts and amounts (``FeatureSpec(log_counts=False)``), to measure that transform.
 
-* ``tandem``: :func:`mtl_model.learn.train.fit_model`, the nightly training loop (tensors in memory, a seeded
+* ``tandem``: :func:`mtl_model.learn.fit.fit_model`, the nightly training loop (tensors in memory, a seeded
   permutation per epoch, fused Adam, or a row-sparse Adam on the embeddings + Adam on the rest).
 * ``rechub/own``: torch-rechub 0.9.0 with
   its own ``MTLTrainer`` and ``DataGenerator`` (a DataLoader over per-row dicts), as its docs use it.
@@ -48,6 +48,7 @@ import logging
 import math
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -58,11 +59,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
+from mtl_model.config import Settings  # noqa: E402
 from mtl_model.learn.baselines import popularity_scores  # noqa: E402
+from mtl_model.learn.device import deterministic  # noqa: E402
 from mtl_model.learn.features import FeatureSpec  # noqa: E402
+from mtl_model.learn.fit import fit_model  # noqa: E402
 from mtl_model.learn.metrics import auc, gauc  # noqa: E402
 from mtl_model.learn.networks import build_model, predict_proba  # noqa: E402
-from mtl_model.learn.train import TOWER_DIM, TrainOptions, deterministic, fit_model  # noqa: E402
+from mtl_model.learn.options import TOWER_DIM  # noqa: E402
 from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 LAST_DAY = date(2026, 3, 7)
@@ -76,6 +80,21 @@ def quality(probs: dict[str, np.ndarray], t: Tensors) -> dict[str, float]:
         out[f"gauc_{task}"] = gauc(labels[:, i], probs[task], t.users_va)
     out["mean_auc"] = float(np.mean([out[f"auc_{task}"] for task in TASKS]))
     return out
+
+
+def fit_settings(args, **options) -> Settings:
+    """The nightly loop's settings for a bench row: ``args``' epochs, batch size, learning rate and seed,
+    every epoch (no early stopping), no checkpoints, no baselines; ``options``: other Settings fields."""
+    return Settings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        patience=0,
+        checkpoints=False,
+        baselines=False,
+        **options,
+    )
 
 
 def run_tandem(
@@ -103,18 +122,8 @@ def run_tandem(
             model,
             (t.cat_tr, t.num_tr, y_tr),
             (t.cat_va, t.num_va, t.y_va),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            seed=args.seed,
+            fit_settings(args, sparse_embeddings=sparse, loss_weighting=weighting),
             device=torch.device("cpu"),
-            options=TrainOptions(
-                sparse_embeddings=sparse,
-                loss_weighting=weighting,
-                patience=0,
-                checkpoints=False,
-                baselines=False,
-            ),
         )
     p = predict_proba(model, t.cat_va, t.num_va)
     speed = max(t.cat_tr.shape[0] / h["train_seconds"] for h in fit.history)  # the least disturbed epoch
@@ -143,12 +152,8 @@ def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dic
             model,
             (t.cat_tr, t.num_tr, t.y_tr[:, i : i + 1]),
             (t.cat_va, t.num_va, t.y_va[:, i : i + 1]),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            seed=args.seed,
+            fit_settings(args),
             device=torch.device("cpu"),
-            options=TrainOptions(patience=0, checkpoints=False, baselines=False),
         )
         seconds += min(h["train_seconds"] for h in fit.history)
         probs[task] = predict_proba(model, t.cat_va, t.num_va)[task].numpy()
@@ -313,7 +318,7 @@ def run_deepctr_own(t: Tensors, kind: str, args) -> dict:
     return {"samples_per_s": t.cat_tr.shape[0] / min(seconds), **best(per_epoch)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=40_000)
     parser.add_argument("--items", type=int, default=20_000)
@@ -335,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="run the selected rows this many times in turn; each row keeps its fastest epoch of all",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args(argv)
 
+
+def prepare(args: argparse.Namespace) -> tuple[Tensors, Tensors | None]:
+    """The simulated exposures as tensors (and, with ``--features``, the same without log counts)."""
     with tempfile.TemporaryDirectory() as home, Timer() as timer:
         samples = simulated_samples(
             Path(home),
@@ -367,13 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         f"log1p {list(t.encoders.spec.signed_log_numeric)}; load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    return t, t_linear
 
-    rows: list[dict] = []
-    pop = popularity_scores(t.train_df, t.valid_df, TASKS)
-    rows.append({"model": "popularity (item rates)", **quality({k: v.to_numpy() for k, v in pop.items()}, t)})
-    truth = {task: t.valid_df.get_column(f"p_{task}").fill_null(0.0).to_numpy() for task in TASKS}
-    rows.append({"model": "truth (simulator p, ceiling)", **quality(truth, t)})
 
+def bench_rows(t: Tensors, t_linear: Tensors | None, args: argparse.Namespace) -> list[tuple[str, Callable]]:
+    """(row name, run) of every model row, filtered by ``--only``."""
     runs = [
         ("tandem shared_bottom dense", lambda: run_tandem(t, "shared_bottom", (128, 64), False, False, args)),
         ("tandem shared_bottom sparse", lambda: run_tandem(t, "shared_bottom", (128, 64), False, True, args)),
@@ -416,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             ("deepctr PLE[64x2] own trainer", lambda: run_deepctr_own(t, "ple", args)),
         ]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    runs = [(name, run) for name, run in runs if not only or name in only]
+    return [(name, run) for name, run in runs if not only or name in only]
+
+
+def measure(runs: list[tuple[str, Callable]], args: argparse.Namespace) -> list[dict]:
+    """Run the rows ``--repeat`` times in turn; each keeps its fastest turn."""
     measured: dict[str, dict] = {}
     for turn in range(max(args.repeat, 1)):  # in turn, so that a slow spell of the machine hits every row
         for name, run in runs:
@@ -429,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" (turn {turn + 1})" if args.repeat > 1 else ""),
                 flush=True,
             )
-    rows += [{"model": name, **measured[name]} for name, _ in runs]
+    return [{"model": name, **measured[name]} for name, _ in runs]
 
-    for lib in ("rechub", "deepctr"):  # x_<lib>: samples/s ÷ that library's own trainer, same architecture
+
+def add_ratios(rows: list[dict]) -> None:
+    """x_<lib>: samples/s ÷ that library's own trainer, same architecture (in place)."""
+    for lib in ("rechub", "deepctr"):
         ref = {
             kind: next((r["samples_per_s"] for r in rows if r["model"] == f"{lib} {kind} own trainer"), None)
             for kind in ("MMOE", "PLE[64x2]")
@@ -442,6 +452,23 @@ def main(argv: list[str] | None = None) -> int:
             kind = None if "single-task" in name or "pcgrad" in name or "f_ linear" in name else kind
             if "samples_per_s" in r and kind and ref.get(kind):
                 r[f"x_{lib}"] = r["samples_per_s"] / ref[kind]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    t, t_linear = prepare(args)
+
+    rows: list[dict] = []
+    pop = popularity_scores(t.train_df, t.valid_df, TASKS)
+    rows.append({"model": "popularity (item rates)", **quality({k: v.to_numpy() for k, v in pop.items()}, t)})
+    truth = {task: t.valid_df.get_column(f"p_{task}").fill_null(0.0).to_numpy() for task in TASKS}
+    rows.append({"model": "truth (simulator p, ceiling)", **quality(truth, t)})
+    rows += measure(bench_rows(t, t_linear, args), args)
+    add_ratios(rows)
+
     columns = ["model", "samples_per_s", "x_rechub", "x_deepctr", *(f"auc_{k}" for k in TASKS), "mean_auc"]
     columns += [f"gauc_{k}" for k in TASKS] + ["load"]
     print()

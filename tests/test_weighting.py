@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtl_model.learn.train import RowSparseAdam
+from mtl_model.learn.optim import RowSparseAdam
 from mtl_model.learn.weighting import (
     FixedWeighting,
     GradNorm,

@@ -4,7 +4,8 @@
   rate with ``prior_strength`` pseudo-exposures: ``(positives_i + m · rate) / (exposures_i + m)``;
   items not in the training days get the global rate. For purchase this is the unconditional
   (CTCVR-like) rate per exposure, which is what the joint model publishes as ``p_purchase``.
-* **single_task**: the same architecture and capacity trained on one task alone (in :mod:`train`).
+* **single_task**: the same architecture and capacity trained on one task alone (fixed loss weight,
+  no ESMM), with the nightly loop and the settings of the joint model.
 * **truth** (simulated data only): the simulator's true per-exposure probabilities, the best AUC any
   model can reach on that day (a ceiling, not a model). The samples carry ``exposure_id`` =
   md5(session_id|user_id|item_id|scene) (see ``dbt_project/models/marts/interactions.sql``) while the
@@ -12,14 +13,29 @@
   the day, recomputing ``exposure_id`` with DuckDB's ``md5`` exactly as dbt does. When the truth,
   the events or ``exposure_id`` is missing, or fewer than ``TRUTH_MIN_COVERAGE`` of the validation
   rows match, the ceiling is skipped (logged), never guessed.
+
+:func:`reference_metrics` measures all three on the validation day (the nightly train step calls it).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
+import torch
+
+from mtl_model.config import Settings
+from mtl_model.learn.device import deterministic
+from mtl_model.learn.evaluate import TaskMetrics, task_metrics
+from mtl_model.learn.features import Encoders
+from mtl_model.learn.fit import fit_model
+from mtl_model.learn.networks import predict_proba
+from mtl_model.learn.options import build_network
+from mtl_model.learn.weighting import make_weighting
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +108,88 @@ def truth_probabilities(
     return {t: joined.get_column(c).fill_null(joined.get_column(c).mean()) for t, c in present.items()}
 
 
-def truth_paths(home, landing_dir, ds: date) -> tuple[str, str] | None:
+def truth_paths(home: Path, landing_dir: Path, ds: date) -> tuple[str, str] | None:
     """(landing events glob, truth file) of day ``ds`` when both exist, else None."""
     truth_file = home / "truth" / "exposures" / f"ds={ds}" / "part-0.parquet"
     events_dir = landing_dir / "events" / f"ds={ds}"
     if not truth_file.exists() or not events_dir.is_dir() or not any(events_dir.glob("*.parquet")):
         return None
     return str(events_dir / "*.parquet"), str(truth_file)
+
+
+def reference_metrics(
+    settings: Settings,
+    ds: date,
+    model_kwargs: dict[str, Any],
+    encoders: Encoders,
+    frames: tuple[pl.DataFrame, pl.DataFrame],
+    tensors: tuple[torch.Tensor, ...],
+    groups: np.ndarray,
+    device: torch.device,
+) -> dict[str, TaskMetrics]:
+    """Metrics of the references on the validation day: name -> task -> metrics (see the module).
+
+    ``frames``: (training rows, validation rows); ``tensors``: the encoded (cat, num, labels) of the
+    training rows, then of the validation rows; ``groups``: the user of each validation row.
+    """
+    tasks = tuple(settings.tasks)
+    train_df, valid_df = frames
+    labels = tensors[5].numpy()
+    pop = popularity_scores(train_df, valid_df, tasks)
+    out = {
+        "popularity": {t: task_metrics(labels[:, i], pop[t].to_numpy(), groups) for i, t in enumerate(tasks)}
+    }
+    out["single_task"] = _single_task_metrics(settings, model_kwargs, encoders, tensors, groups, device)
+    truth = _truth_metrics(settings, ds, valid_df, labels, groups)
+    if truth is not None:
+        out["truth"] = truth
+    return out
+
+
+def _single_task_metrics(
+    settings: Settings,
+    model_kwargs: dict[str, Any],
+    encoders: Encoders,
+    tensors: tuple[torch.Tensor, ...],
+    groups: np.ndarray,
+    device: torch.device,
+) -> TaskMetrics:
+    """One model per task: the joint model's architecture and settings, one fixed-weight loss, no ESMM."""
+    cat_tr, num_tr, y_tr, cat_va, num_va, y_va = tensors
+    labels = y_va.numpy()
+    single: TaskMetrics = {}
+    for i, task in enumerate(settings.tasks):
+        with deterministic(settings.seed):
+            model = build_network(settings, encoders, (task,), {**model_kwargs, "esmm": False}).to(device)
+            fit_model(
+                model,
+                (cat_tr, num_tr, y_tr[:, i : i + 1]),
+                (cat_va, num_va, y_va[:, i : i + 1]),
+                settings,
+                device=device,
+                weighting=make_weighting("fixed", 1),
+            )
+            probs = predict_proba(model, cat_va, num_va, device=device)[task].numpy()
+        single[task] = task_metrics(labels[:, i], probs, groups)
+    return single
+
+
+def _truth_metrics(
+    settings: Settings, ds: date, valid_df: pl.DataFrame, labels: np.ndarray, groups: np.ndarray
+) -> TaskMetrics | None:
+    """The simulator's true probabilities scored like a model, or None when they are not available."""
+    tasks = tuple(settings.tasks)
+    paths = truth_paths(settings.home, settings.landing_dir, ds)
+    if paths is None:
+        log.info("truth ceiling skipped: no simulator truth or landing events for ds=%s", ds)
+        return None
+    try:
+        truth = truth_probabilities(*paths, valid_df, tasks)
+    except Exception as exc:  # noqa: BLE001 - the ceiling is optional, never fails a night
+        log.warning("truth ceiling skipped: %s", exc)
+        return None
+    if truth is None:
+        return None
+    return {
+        t: task_metrics(labels[:, i], truth[t].to_numpy(), groups) for i, t in enumerate(tasks) if t in truth
+    }

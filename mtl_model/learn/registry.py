@@ -68,7 +68,7 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def training_fingerprint(settings: Settings, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings that change what training produces (paths and device deliberately excluded), plus
-    ``options``: the resolved training options of :class:`mtl_model.learn.train.TrainOptions`."""
+    ``options``: the resolved training options (:func:`mtl_model.learn.options.options_fingerprint`)."""
     return {
         **({"options": options} if options else {}),
         "package_version": __version__,

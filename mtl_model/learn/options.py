@@ -1,0 +1,121 @@
+"""What the training settings mean for the network: value coercions, the keyword arguments of
+:func:`~mtl_model.learn.networks.build_model`, and the options part of the version fingerprint.
+
+Every training option is a :class:`~mtl_model.config.Settings` field (``TANDEM_*`` variable); these
+functions read them from ``settings`` and accept the strings an environment may carry (``"true"``,
+``"0"``, ``"1,2,0.5"``) as well as typed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from mtl_model.config import Settings
+from mtl_model.learn.features import Encoders
+from mtl_model.learn.networks import build_model, default_esmm
+
+TOWER_DIM = 32
+# boolean options that are part of the fingerprint (checkpoints and baselines are not: see below)
+_FLAGS = ("scene_towers", "sparse_embeddings", "log_counts", "bf16")
+# options that change the trained weights: the fingerprint (and so the version name) covers them
+_FINGERPRINTED = (
+    "esmm",
+    "scene_towers",
+    "n_experts",
+    "ple_levels",
+    "ple_task_experts",
+    "ple_shared_experts",
+    "loss_weighting",
+    "task_weights",
+    "gradnorm_alpha",
+    "class_balance",
+    "focal_gamma",
+    "sparse_embeddings",
+    "max_vocab",
+    "hash_buckets",
+    "log_counts",
+    "patience",
+    "bf16",
+)
+
+
+def as_bool(value: Any) -> bool | None:
+    """True / False / None (= automatic) from a bool or a string such as "true", "0", "auto"."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "auto", "none", "default"):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def flag(settings: Settings, name: str) -> bool:
+    """The boolean setting ``name`` (a string such as ``"0"`` counts as its boolean; unset is False)."""
+    return bool(as_bool(getattr(settings, name)))
+
+
+def esmm_enabled(settings: Settings) -> bool:
+    """``settings.esmm`` resolved: "auto" is on for mmoe / ple (see ``networks.default_esmm``)."""
+    value = as_bool(settings.esmm)
+    return default_esmm(settings.architecture, tuple(settings.tasks)) if value is None else value
+
+
+def task_weights(settings: Settings) -> tuple[float, ...]:
+    """The fixed task weights as floats (a comma-separated string is split)."""
+    weights: Any = settings.task_weights
+    if isinstance(weights, str):
+        weights = [x for x in weights.split(",") if x.strip()]
+    return tuple(float(x) for x in weights)
+
+
+def model_kwargs(settings: Settings, scene_index: int | None) -> dict[str, Any]:
+    """Keyword arguments of :func:`build_model` that define the network (stored in config.json)."""
+    kwargs: dict[str, Any] = {
+        "esmm": esmm_enabled(settings),
+        "scene_index": scene_index,
+        "scene_towers": flag(settings, "scene_towers"),
+    }
+    if settings.architecture == "mmoe":
+        kwargs["n_experts"] = settings.n_experts
+    if settings.architecture == "ple":
+        kwargs.update(
+            ple_levels=settings.ple_levels,
+            ple_task_experts=settings.ple_task_experts,
+            ple_shared_experts=settings.ple_shared_experts,
+        )
+    return kwargs
+
+
+def options_fingerprint(settings: Settings) -> dict[str, Any]:
+    """The training options that change the trained model (the ``options`` of the version name and
+    of config.json): not ``checkpoints``, ``checkpoint_dir``, ``threads`` or ``baselines`` (they
+    change how a model is trained or reported, not its weights)."""
+    data = {name: getattr(settings, name) for name in _FINGERPRINTED}
+    data.update({name: flag(settings, name) for name in _FLAGS})
+    data["esmm"] = esmm_enabled(settings)
+    data["task_weights"] = list(task_weights(settings))
+    return data
+
+
+def build_network(
+    settings: Settings, encoders: Encoders, tasks: Sequence[str], kwargs: dict[str, Any]
+) -> nn.Module:
+    """The network of ``settings.architecture`` for ``tasks`` on CPU (``kwargs``: :func:`model_kwargs`)."""
+    return build_model(
+        settings.architecture,
+        encoders.cardinalities,
+        encoders.n_numeric,
+        tuple(tasks),
+        embedding_dim=settings.embedding_dim,
+        hidden_dims=settings.hidden_dims,
+        tower_dim=TOWER_DIM,
+        sparse=flag(settings, "sparse_embeddings"),
+        **kwargs,
+    )
