@@ -46,6 +46,17 @@ from bench.common import table  # noqa: E402
 END = date(2026, 1, 14)
 
 
+def within_user_spearman(df: pl.DataFrame, score: str, truth: str) -> float:
+    """Mean over users of the Spearman correlation of ``score`` and ``truth`` among their candidates."""
+    ranked = df.select(
+        "user_id",
+        pl.col(score).rank().over("user_id").alias("a"),
+        pl.col(truth).rank().over("user_id").alias("b"),
+    )
+    per_user = ranked.group_by("user_id").agg(pl.corr("a", "b").alias("rho"), pl.len().alias("n"))
+    return float(per_user.filter((pl.col("n") >= 2) & pl.col("rho").is_finite())["rho"].mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
@@ -161,6 +172,17 @@ def main() -> None:
         "purchases_vs_oracle",
     ]
     print(table(rows, columns, markdown=True))
+    metrics = pl.read_parquet(settings.output_dir(last) / "model_metrics.parquet")
+    aucs = metrics.filter(pl.col("metric").is_in(["auc", "auc_single_task", "gauc", "gauc_single_task"]))
+    print(f"\nvalidation day {last}, joint model vs its single-task baselines:")
+    print(aucs.pivot(on="metric", index="task", values="value").sort("task"))
+    human_users = scored.filter(pl.col("true_click").is_not_null())
+    print(
+        "\nwithin-user rank correlation (Spearman) with the truth, mean over users with 2+ candidates: "
+        f"p_click {within_user_spearman(human_users, 'p_click', 'true_click'):.4f}, "
+        f"p_purchase {within_user_spearman(human_users, 'p_purchase', 'true_purchase'):.4f} "
+        f"(position_bias={settings.position_bias})"
+    )
     print(
         f"\nrec_feedback of {last} (replay: the lists of {last - timedelta(days=1)} against what users did):"
     )

@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC
     esmm: Literal["auto", "true", "false"] = "auto"  # auto: on for mmoe / ple (pCTCVR = pCTR × pCVR)
     scene_towers: bool = False  # a tower per scene (home, search) on top of the shared one
+    # feature: the position is an input (candidates get the median); pal: only a ProbSeen tower sees it
+    position_bias: Literal["feature", "pal"] = "feature"
     n_experts: Positive = 4  # MMoE experts
     ple_levels: Positive = 2  # PLE extraction levels (at most len(hidden_dims))
     ple_task_experts: Positive = 1  # PLE experts per task and level

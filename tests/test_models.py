@@ -460,3 +460,45 @@ def test_gauc_matches_per_user_auc_with_ties() -> None:
 def test_log_loss() -> None:
     assert log_loss([1, 0], [0.8, 0.2]) == pytest.approx(-math.log(0.8))
     assert log_loss([1], [0.0]) == pytest.approx(-math.log(1e-7))
+
+
+@pytest.mark.parametrize("architecture", ["shared_bottom", "mmoe", "ple"])
+def test_pal_position_gates_logged_rows_only_and_never_enters_relevance(architecture: str) -> None:
+    """PAL (position last, bias_index): a row with a position gets logit(p_seen · p_relevance); a
+    row without one (a scoring candidate) gets the relevance alone, whatever ProbSeen's weights; and
+    the position's embedding is not an input of the backbone."""
+    torch.manual_seed(0)
+    cards = [*CARDS, 6]  # + position codes (0 null, 1 OOV, 2.. positions)
+    model = build_model(
+        architecture,
+        cards,
+        2,
+        TASKS,
+        embedding_dim=4,
+        hidden_dims=(8,),
+        tower_dim=4,
+        scene_index=SCENE,
+        bias_index=len(CARDS),
+    )
+    assert model.in_dim == 4 * len(CARDS) + 2  # C-1 embeddings: no position
+    cat, num = inputs(16)
+    logged = torch.cat([cat, torch.randint(2, 6, (16, 1))], dim=1)
+    unseen = torch.cat([cat, torch.zeros(16, 1, dtype=torch.long)], dim=1)
+    model.eval()
+    with torch.no_grad():
+        relevance, with_bias = model(unseen, num), model(logged, num)
+        seen = model.prob_seen(model.embedding(logged)[:, len(CARDS)], model.embedding(logged)[:, SCENE])
+        for p in model.prob_seen.parameters():
+            p.add_(1.0)  # another ProbSeen: candidates' scores must not move
+        assert all(torch.equal(model(unseen, num)[t], relevance[t]) for t in TASKS)
+    biased = ("click",) if model.esmm else TASKS
+    for t in biased:
+        torch.testing.assert_close(with_bias[t], product_logit(seen, relevance[t]), rtol=1e-5, atol=1e-5)
+    for t in set(TASKS) - set(biased):  # under ESMM the post-click tasks carry it through pCTR
+        ctr = torch.sigmoid(with_bias["click"]) / torch.sigmoid(relevance["click"])
+        torch.testing.assert_close(torch.sigmoid(with_bias[t]), torch.sigmoid(relevance[t]) * ctr)
+
+
+def test_pal_needs_the_position_last() -> None:
+    with pytest.raises(ValueError, match="last categorical column"):
+        build_model("shared_bottom", [*CARDS, 6], 2, TASKS, scene_index=SCENE, bias_index=0)

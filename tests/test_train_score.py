@@ -20,6 +20,7 @@ from mtl_model.config import Settings, load_settings
 from mtl_model.learn.baselines import popularity_scores, truth_paths, truth_probabilities
 from mtl_model.learn.evaluate import METRICS_SCHEMA
 from mtl_model.learn.fit import EpochInfo
+from mtl_model.learn.networks import predict_proba
 from mtl_model.learn.options import (
     as_bool,
     esmm_enabled,
@@ -34,6 +35,7 @@ from mtl_model.outputs.score import RECOMMENDATIONS_SCHEMA, score
 
 DS = date(2024, 3, 7)
 TASKS = ("click", "cart", "purchase")
+SCENE_LAST = ("user_id", "item_id", "category_id", "scene")  # the encoders' categorical columns
 
 
 def make_samples(
@@ -373,9 +375,9 @@ def test_options_come_from_settings_and_environment_strings(monkeypatch: pytest.
     assert flag(settings, "sparse_embeddings") is False and settings.loss_weighting == "uncertainty"
     assert settings.patience == 3
     assert as_bool("auto") is None and as_bool("0") is False and as_bool("on") is True
-    assert model_kwargs(Settings(architecture="mmoe"), 3)["esmm"] is True  # esmm "auto"
-    assert model_kwargs(Settings(architecture="shared_bottom"), 3)["esmm"] is False
-    assert model_kwargs(Settings(architecture="mmoe", esmm="false"), 3)["esmm"] is False
+    assert model_kwargs(Settings(architecture="mmoe"), SCENE_LAST)["esmm"] is True  # esmm "auto"
+    assert model_kwargs(Settings(architecture="shared_bottom"), SCENE_LAST)["esmm"] is False
+    assert model_kwargs(Settings(architecture="mmoe", esmm="false"), SCENE_LAST)["esmm"] is False
     # nothing set: the defaults, as earlier versions named them (the version name hashes this)
     want = {"esmm": False, "scene_towers": False, "n_experts": 4, "ple_levels": 2, "ple_task_experts": 1}
     want |= {"ple_shared_experts": 2, "loss_weighting": "fixed", "task_weights": [], "gradnorm_alpha": 1.5}
@@ -592,3 +594,26 @@ def test_cuda_bf16_training_matches_cpu_fp32(samples: pl.DataFrame, tmp_path: Pa
     click_cpu, click_cuda = on_cpu.metrics["click"]["auc"], on_cuda.metrics["click"]["auc"]
     assert click_cuda == pytest.approx(click_cpu, abs=0.01)
     assert click_cuda > on_cuda.baselines["popularity"]["click"]["auc"]
+
+
+def test_pal_trains_registers_and_scores_candidates_by_relevance(
+    samples: pl.DataFrame, tmp_path: Path
+) -> None:
+    """position_bias=pal: the position is a ProbSeen input only (config.json says so); the nightly
+    model loads from the registry and scores the candidates, which have no position."""
+    settings = quick(tmp_path, position_bias="pal")
+    write_inputs(settings, samples)
+    result = train(settings, DS)
+    config = json.loads((settings.models_dir / result.version / "config.json").read_text())
+    assert config["model"]["bias_index"] == 4 and "position" not in config["numeric_features"]
+    assert config["options"]["position_bias"] == "pal" and result.metrics["click"]["auc"] > 0.6
+    recs = pl.read_parquet(score(settings, DS))
+    assert recs.height > 0 and recs["p_click"].is_between(0, 1).all()
+    model, encoders, _ = load_current(settings)
+    cands = make_candidates(samples)
+    cat, num = encoders.encode(cands)
+    shown = encoders.encode(cands.with_columns(pl.lit(3, pl.Int32).alias("position")))[0]
+    assert torch.equal(cat[:, :4], shown[:, :4]) and bool((shown[:, 4] != 0).all())
+    assert not torch.allclose(
+        predict_proba(model, shown, num)["click"], predict_proba(model, cat, num)["click"]
+    )

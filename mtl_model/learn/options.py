@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from mtl_model.config import Settings
-from mtl_model.learn.features import Encoders
+from mtl_model.learn.features import Encoders, FeatureSpec
 from mtl_model.learn.networks import build_model, default_esmm
 
 TOWER_DIM = 32
@@ -75,13 +75,27 @@ def task_weights(settings: Settings) -> tuple[float, ...]:
     return tuple(float(x) for x in weights)
 
 
-def model_kwargs(settings: Settings, scene_index: int | None) -> dict[str, Any]:
-    """Keyword arguments of :func:`build_model` that define the network (stored in config.json)."""
+def feature_spec(settings: Settings) -> FeatureSpec:
+    """The input columns: under ``position_bias=pal`` the position is the last categorical column (for
+    ProbSeen alone), otherwise a numeric input of the model like the price."""
+    common = {"max_vocab": settings.max_vocab, "hash_buckets": settings.hash_buckets}
+    spec = FeatureSpec(log_counts=flag(settings, "log_counts"), **common)
+    if settings.position_bias == "pal":
+        numeric = tuple(c for c in spec.numeric if c != "position")
+        return FeatureSpec(categorical=(*spec.categorical, "position"), numeric=numeric, **common)
+    return spec
+
+
+def model_kwargs(settings: Settings, categorical: Sequence[str]) -> dict[str, Any]:
+    """Keyword arguments of :func:`build_model` that define the network (stored in config.json), for
+    the encoders' ``categorical`` columns."""
     kwargs: dict[str, Any] = {
         "esmm": esmm_enabled(settings),
-        "scene_index": scene_index,
+        "scene_index": categorical.index("scene") if "scene" in categorical else None,
         "scene_towers": flag(settings, "scene_towers"),
     }
+    if settings.position_bias == "pal":
+        kwargs["bias_index"] = len(categorical) - 1
     if settings.architecture == "mmoe":
         kwargs["n_experts"] = settings.n_experts
     if settings.architecture == "ple":
@@ -101,6 +115,8 @@ def options_fingerprint(settings: Settings) -> dict[str, Any]:
     data.update({name: flag(settings, name) for name in _FLAGS})
     data["esmm"] = esmm_enabled(settings)
     data["task_weights"] = list(task_weights(settings))
+    if settings.position_bias != "feature":  # absent by default: older version names stay the same
+        data["position_bias"] = settings.position_bias
     return data
 
 

@@ -53,10 +53,17 @@ from mtl_model.learn.evaluate import (
     metrics_frame,
     metrics_rows,
 )
-from mtl_model.learn.features import Encoders, FeatureSpec
+from mtl_model.learn.features import Encoders
 from mtl_model.learn.fit import EpochCallback, EpochInfo, FitResult, fit_model
 from mtl_model.learn.networks import PARAMETER_LAYOUT
-from mtl_model.learn.options import TOWER_DIM, build_network, flag, model_kwargs, options_fingerprint
+from mtl_model.learn.options import (
+    TOWER_DIM,
+    build_network,
+    feature_spec,
+    flag,
+    model_kwargs,
+    options_fingerprint,
+)
 from mtl_model.learn.registry import MODEL_FORMAT, Promotion, file_sha256, register, version_name
 from mtl_model.learn.samples import SAMPLES_FILE, esmm_targets, labels, read_split
 
@@ -148,12 +155,7 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         valid_df.height,
         device,
     )
-    spec = FeatureSpec(
-        max_vocab=settings.max_vocab,
-        hash_buckets=settings.hash_buckets,
-        log_counts=flag(settings, "log_counts"),
-    )
-    encoders = Encoders.fit(train_df, spec)
+    encoders = Encoders.fit(train_df, feature_spec(settings))
     cat_tr, num_tr = encoders.encode(train_df)
     cat_va, num_va = encoders.encode(valid_df)
     tensors = (cat_tr, num_tr, labels(train_df, tasks), cat_va, num_va, labels(valid_df, tasks))
@@ -168,7 +170,7 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         encoders=encoders,
         tensors=tensors,
         groups=valid_df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy(),
-        model_kwargs=model_kwargs(settings, categorical.index("scene") if "scene" in categorical else None),
+        model_kwargs=model_kwargs(settings, categorical),
     )
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from mtl_model.learn.networks.embedding import FeatureEmbedding
 from mtl_model.learn.networks.esmm import ESMM_PARENT, product_logit
+from mtl_model.learn.networks.pal import ProbSeen, with_position_bias
 from mtl_model.learn.networks.towers import SceneTower, TaskTowers
 
 # 1: one nn.Embedding per feature (+ gate_scene), one nn.Sequential tower per task;
@@ -73,6 +74,10 @@ class MultiTaskNet(nn.Module):
     * ``esmm`` (Ma et al. 2018, SIGIR, "Entire Space Multi-Task Model"): towers of post-click tasks
       predict pCVR = P(task | click); the published output is pCTCVR = pCTR × pCVR, learned over all
       exposures (labels: click, and click ∧ task). Needs the ``click`` task.
+    * ``bias_index`` (PAL, :mod:`mtl_model.learn.networks.pal`): the last categorical column is the
+      position; its embedding feeds only the ProbSeen tower, never the backbone. Rows with a position
+      get p(seen | position, scene) · p(task | x, seen); rows without one (scoring candidates) get the
+      relevance p(task | x, seen) alone.
 
     Subclasses implement ``_backbone(x [B, I], scene_emb [B, D] | None) → (reps [T, B, H], gates)``
     and ``shared_parameters()`` (the last layer that all tasks share, for GradNorm).
@@ -90,8 +95,11 @@ class MultiTaskNet(nn.Module):
         scene_towers: bool = False,
         sparse: bool = False,
         gated: bool = False,
+        bias_index: int | None = None,
     ) -> None:
         super().__init__()
+        if bias_index is not None and bias_index != len(cardinalities) - 1:
+            raise ValueError(f"bias_index must be the last categorical column, not {bias_index}")
         if not tasks:
             raise ValueError(f"{type(self).__name__} needs at least one task")
         if len(set(tasks)) != len(tasks):
@@ -111,7 +119,10 @@ class MultiTaskNet(nn.Module):
             [int(cardinalities[scene_index])] if self.has_gate_scene else []
         )
         self.embedding = FeatureEmbedding(sizes, embedding_dim, columns, sparse=sparse)
-        self.in_dim = embedding_dim * len(cardinalities) + n_numeric
+        self.bias_index = bias_index
+        n_relevance = len(cardinalities) - (bias_index is not None)  # the position is not an input
+        self.in_dim = embedding_dim * n_relevance + n_numeric
+        self.prob_seen = ProbSeen(embedding_dim, scene_index is not None) if bias_index is not None else None
         self.gate_extra = embedding_dim if self.has_gate_scene else 0
         self.register_load_state_dict_pre_hook(_upgrade_layout_1)
         self.tower_dim = tower_dim
@@ -155,7 +166,10 @@ class MultiTaskNet(nn.Module):
         if self.has_gate_scene:  # split, not sliced: slices cost zero-filled gradient buffers
             vectors, scene_emb = vectors.split([self.n_features, 1], dim=1)  # [B, C, D], [B, 1, D]
             scene_emb = scene_emb.squeeze(1)  # [B, D]
-        x = torch.cat([vectors.flatten(1), num], dim=1)  # [B, I] = [B, C·D + F]
+        position = None
+        if self.bias_index is not None:  # PAL: the position's vector goes to ProbSeen only
+            vectors, position = vectors.split([self.n_features - 1, 1], dim=1)  # [B, C-1, D], [B, 1, D]
+        x = torch.cat([vectors.flatten(1), num], dim=1)  # [B, I] = [B, C·D + F] (C-1 under PAL)
         scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
         reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
         logits: dict[str, torch.Tensor] = {}
@@ -164,6 +178,11 @@ class MultiTaskNet(nn.Module):
             logits[task] = z[k]
             if self.scene_towers is not None:
                 logits[task] = z[k] + self.scene_towers[task](reps[k], scene)
+        if position is not None and self.prob_seen is not None:
+            scene_vec = vectors[:, self.scene_index] if self.scene_index is not None else None  # [B, D]
+            seen = self.prob_seen(position.squeeze(1), scene_vec)  # [B]
+            biased = (ESMM_PARENT,) if self.esmm else self.tasks  # under ESMM the others inherit pCTR
+            logits = with_position_bias(logits, seen, cat[:, self.bias_index] != 0, biased)
         for task in self.esmm_tasks:  # pCTCVR = pCTR × pCVR
             logits[task] = product_logit(logits[ESMM_PARENT], logits[task])
         return logits, gates

@@ -38,6 +38,7 @@ def build_model(
     ple_levels: int | None = None,
     ple_task_experts: int = 1,
     ple_shared_experts: int = 2,
+    bias_index: int | None = None,
 ) -> MultiTaskNet:
     """Build the architecture called ``name``; raises ``ValueError`` for an unknown name.
 
@@ -47,7 +48,9 @@ def build_model(
     tasks = tuple(tasks)
     if esmm is None:
         esmm = default_esmm(name, tasks)
-    common = dict(esmm=esmm, scene_index=scene_index, scene_towers=scene_towers, sparse=sparse)
+    common = dict(
+        esmm=esmm, scene_index=scene_index, scene_towers=scene_towers, sparse=sparse, bias_index=bias_index
+    )
     hidden_dims = tuple(int(d) for d in hidden_dims)
     if name == "shared_bottom":
         return SharedBottom(cardinalities, n_numeric, tasks, embedding_dim, hidden_dims, tower_dim, **common)
