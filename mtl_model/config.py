@@ -59,6 +59,7 @@ DBT_SETTINGS = (
     "exclude_bought",
     "negatives_per_view",
     "late_days_allowed",
+    "history_length",
     "top_k",
     "seed",
     "business_tz",
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     exclude_bought: bool = True  # never recommend what the user bought in the window
     negatives_per_view: Count = 4  # view-only sources: sampled items the user did not touch, per view
     late_days_allowed: Count = 3  # events landing up to this many days after their business date count
+    history_length: Annotated[int, Field(ge=0, le=200)] = 0  # last N behaviour events per sample (0: off)
 
     # Model and training
     architecture: Literal[ARCHITECTURES] = "shared_bottom"  # type: ignore[valid-type]

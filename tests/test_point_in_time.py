@@ -136,3 +136,40 @@ def test_late_events_count_in_the_day_they_land(home: Path) -> None:
     assert staged == [(ds, True)]
     assert quarantined == [("late_beyond_allowed",)]
     assert previous_day == 0
+
+
+def test_behaviour_sequences_hold_only_events_before_the_exposure_day(home: Path) -> None:
+    """history_length=5: the sequence of an exposure on day d is the user's last 5 events of days
+    <= d - 1 (recomputed here from stg_events), and a burst landed on ds + 1 changes nothing as of ds."""
+    from tests.conftest import tandem_settings
+
+    settings = tandem_settings(home, history_length=5)
+    ds = START + timedelta(days=2)
+    assert dbt_build(home, ds, settings=settings).returncode == 0
+    before = rows(home, "user_history", ds)
+    assert before and all(len(r[2]) <= 5 for r in before)
+    nxt = ds + timedelta(days=1)
+    folder = home / "landing" / "events" / f"ds={nxt}"
+    extra = pl.read_parquet(folder / "part-0.parquet").filter(pl.col("event_type") == "click").head(200)
+    extra.with_columns(pl.col("event_id") + "-burst").write_parquet(folder / "part-9.parquet")
+    built = dbt_build(home, nxt, settings=settings)
+    assert built.returncode == 0, built.stdout[-3000:]
+    assert rows(home, "user_history", ds) == before
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        samples = con.sql(
+            "select ds, user_id, hist_item_ids from training_samples where hist_item_ids is not null"
+        ).pl()
+        recomputed = con.sql(
+            """
+            select s.ds, s.user_id, list(e.item_id order by e.event_time desc, e.event_id desc) as items
+            from (select distinct ds, user_id from training_samples) as s
+            join stg_events as e
+              on e.user_id = s.user_id and e.ds <= s.ds - 1 and e.ds > s.ds - 1 - interval 30 day
+             and e.event_type in ('click', 'view', 'cart', 'fav', 'purchase')
+            group by s.ds, s.user_id
+            """
+        ).pl()
+    assert samples.height > 0 and samples["ds"].min() > START  # day one has no past
+    joined = samples.unique(["ds", "user_id"]).join(recomputed, on=["ds", "user_id"], how="left")
+    expected = joined["items"].list.head(5)
+    assert (joined["hist_item_ids"] == expected).all()

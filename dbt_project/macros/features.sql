@@ -43,11 +43,23 @@ left join (
 ) as {{ alias }}
     on {% for k in keys %}{{ alias }}.{{ k }} = x.{{ k }} and {% endfor %}{{ alias }}.ds = {{ as_of }}
 {%- endfor %}
+{%- if int_setting('history_length') > 0 %}
+left join (
+    select * from {{ ref('user_history') }} where ds between {{ first_day }} and {{ last_day }}
+) as uh
+    on uh.user_id = x.user_id and uh.ds = {{ as_of }}
+{%- endif %}
 {%- endmacro %}
 
-{#- The feature columns the model reads (all numeric, prefixed f_), plus the price relative to the
-    user's usual price level. -#}
+{#- The feature columns the model reads (all numeric, prefixed f_), the price relative to the
+    user's usual price level and the user's behaviour sequence (hist_*, null lists when history_length is 0). -#}
 {% macro feature_columns() -%}
     columns('^f_(u|i|uc|qc)_'),
-    x.price / nullif(uf.f_u_avg_clicked_price_30d, 0) as f_x_price_vs_user_level
+    x.price / nullif(uf.f_u_avg_clicked_price_30d, 0) as f_x_price_vs_user_level,
+    {%- if int_setting('history_length') > 0 %}
+    uh.hist_item_ids, uh.hist_category_ids, uh.hist_event_types, uh.hist_days_ago
+    {%- else %}
+    cast(null as varchar[]) as hist_item_ids, cast(null as varchar[]) as hist_category_ids,
+    cast(null as varchar[]) as hist_event_types, cast(null as integer[]) as hist_days_ago
+    {%- endif %}
 {%- endmacro %}

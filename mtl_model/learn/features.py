@@ -44,8 +44,11 @@ import torch
 NULL_CODE = 0
 OOV_CODE = 1
 FIRST_KNOWN_CODE = 2
-ENCODERS_FORMAT = 3  # 3: signed_log_numeric and log_counts in the spec
-READABLE_FORMATS = (1, 2, 3)
+ENCODERS_FORMAT = 4  # 3: signed_log_numeric and log_counts in the spec; 4: the behaviour sequence
+READABLE_FORMATS = (1, 2, 3, 4)
+# sequence fields coded with a categorical column's vocabulary (and read in its embedding table)
+HISTORY_VOCABULARY = {"hist_item_ids": "item_id", "hist_category_ids": "category_id"}
+HISTORY_FIELDS = ("hist_item_ids", "hist_category_ids", "hist_event_types", "hist_days_ago")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class FeatureSpec:
     numeric_prefix: str = "f_"  # numeric columns named so are picked up as numeric features ("" = off)
     max_vocab: int = 0  # per categorical column; 0 = no cap. Beyond it, values are hashed into buckets
     hash_buckets: int = 4096  # buckets of a capped column (used only when its vocabulary exceeds the cap)
+    history: tuple[str, ...] = ()  # list columns of the behaviour sequence (HISTORY_FIELDS), newest first
+    history_length: int = 0  # steps kept per sequence (codes 0 past its end)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,13 @@ def _column(df: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
     if name in df.columns:
         return pl.col(name).cast(dtype)
     return pl.lit(None, dtype=dtype)
+
+
+def _steps(df: pl.DataFrame, name: str, length: int) -> pl.Series:
+    """The first ``length`` elements of every list of column ``name``, as one String series."""
+    if name not in df.columns:
+        return pl.Series(name, [], dtype=pl.String())
+    return df.get_column(name).list.head(length).explode().cast(pl.String()).rename(name)
 
 
 def stable_bucket(value: str, buckets: int) -> int:
@@ -160,6 +172,12 @@ class Encoders:
                 counts = counts.sort(["len", "v"], descending=[True, False]).head(spec.max_vocab)
                 hashed[name] = max(int(spec.hash_buckets), 1)
             vocabs[name] = counts.get_column("v").sort().to_list()
+        for name in spec.history:
+            if name not in HISTORY_VOCABULARY:
+                values = _steps(df, name, spec.history_length).drop_nulls()
+                vocabs[name] = (
+                    values.value_counts().filter(pl.col("count") >= spec.min_count)[name].sort().to_list()
+                )
         numeric: dict[str, NumericStats] = {}
         for name in spec.numeric:
             values = df.select(_numeric_expr(df, name, spec).alias("v")).get_column("v")
@@ -179,6 +197,25 @@ class Encoders:
             for name in self.spec.categorical
         ]
 
+    def history_kwargs(self) -> dict | None:
+        """The ``history`` argument of the networks (see ``networks.base.MultiTaskNet``), or None."""
+        if not self.spec.history or self.spec.history_length <= 0:
+            return None
+        categorical = list(self.spec.categorical)
+        fields = [
+            {"table": categorical.index(HISTORY_VOCABULARY[name])}
+            if name in HISTORY_VOCABULARY
+            else {"size": len(self.vocabs[name]) + FIRST_KNOWN_CODE}
+            for name in self.spec.history
+        ]
+        target = [categorical.index(c) for c in ("item_id", "category_id") if c in categorical]
+        return {"length": self.spec.history_length, "fields": fields, "target": target}
+
+    @property
+    def n_categorical(self) -> int:
+        """Code columns produced by :meth:`encode`: the categoricals, then the sequence's steps."""
+        return len(self.spec.categorical) + len(self.spec.history) * self.spec.history_length
+
     @property
     def n_numeric(self) -> int:
         """Number of float features produced by :meth:`encode`."""
@@ -189,24 +226,48 @@ class Encoders:
             self._lookups[name] = pl.Series(name, self.vocabs[name], dtype=pl.String())
         return self._lookups[name]
 
+    def _codes(self, name: str, raw: pl.Expr, values: pl.Series | None) -> pl.Expr:
+        """Codes of ``raw`` (String) in the vocabulary ``name``; ``values``: its distinct raw values,
+        hashed into the buckets when the column is capped (one hash per value, not per row)."""
+        vocab = self._lookup(name)
+        old_values = vocab
+        old_codes = pl.int_range(FIRST_KNOWN_CODE, FIRST_KNOWN_CODE + len(vocab), eager=True)
+        if name in self.hashed and values is not None:
+            other = values.drop_nulls().unique().sort().rename(name)
+            other = other.filter(~other.is_in(vocab))
+            first_bucket = FIRST_KNOWN_CODE + len(vocab)
+            buckets = [first_bucket + stable_bucket(v, self.hashed[name]) for v in other.to_list()]
+            old_values = pl.concat([vocab, other])
+            old_codes = pl.concat([old_codes, pl.Series(buckets, dtype=old_codes.dtype)])
+        codes = raw.replace_strict(old_values, old_codes, default=OOV_CODE, return_dtype=pl.Int64())
+        return pl.when(raw.is_null()).then(NULL_CODE).otherwise(codes)
+
+    def _history_exprs(self, df: pl.DataFrame) -> list[pl.Expr]:
+        """L code columns per sequence field: step j of each row's list (null past its end)."""
+        length, exprs = self.spec.history_length, []
+        for name in self.spec.history:
+            vocab = HISTORY_VOCABULARY.get(name, name)
+            values = _steps(df, name, length) if name in df.columns else None
+            for j in range(length):
+                raw = (
+                    pl.col(name).list.get(j, null_on_oob=True).cast(pl.String())
+                    if name in df.columns
+                    else pl.lit(None, pl.String())
+                )
+                exprs.append(self._codes(vocab, raw, values).alias(f"seq_{name}_{j}"))
+        return exprs
+
     def encode_frame(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Encoded columns as a polars frame: Int64 codes for categoricals, Float32 for numerics."""
+        """Encoded columns as a polars frame: Int64 codes for categoricals and the sequence's steps,
+        Float32 for numerics."""
         exprs: list[pl.Expr] = []
         for name in self.spec.categorical:
-            vocab = self._lookup(name)
             raw = _column(df, name, pl.String())
-            old_values = vocab
-            old_codes = pl.int_range(FIRST_KNOWN_CODE, FIRST_KNOWN_CODE + len(vocab), eager=True)
-            if name in self.hashed and name in df.columns:
-                # values outside the vocabulary: one hash per distinct value, not per row
-                other = df.select(raw.alias("v")).get_column("v").drop_nulls().unique().sort()
-                other = other.filter(~other.is_in(vocab))
-                first_bucket = FIRST_KNOWN_CODE + len(vocab)
-                buckets = [first_bucket + stable_bucket(v, self.hashed[name]) for v in other.to_list()]
-                old_values = pl.concat([vocab, other.rename(name)])
-                old_codes = pl.concat([old_codes, pl.Series(buckets, dtype=old_codes.dtype)])
-            codes = raw.replace_strict(old_values, old_codes, default=OOV_CODE, return_dtype=pl.Int64())
-            exprs.append(pl.when(raw.is_null()).then(NULL_CODE).otherwise(codes).alias(f"cat_{name}"))
+            values = (
+                df.get_column(name).cast(pl.String()) if name in self.hashed and name in df.columns else None
+            )
+            exprs.append(self._codes(name, raw, values).alias(f"cat_{name}"))
+        exprs += self._history_exprs(df)
         for name in self.spec.numeric:
             stats = self.numeric[name]
             value = _numeric_expr(df, name, self.spec).fill_null(stats.median).fill_nan(stats.median)
@@ -219,7 +280,7 @@ class Encoders:
         Fully vectorised; unseen values map to the OOV code and nulls to the null code, never an error.
         """
         enc = self.encode_frame(df)
-        n_cat = len(self.spec.categorical)
+        n_cat = self.n_categorical
         # row-major, writable arrays built directly (no Fortran-order copy converted afterwards)
         cat = enc.select(enc.columns[:n_cat]).to_numpy(order="c", writable=True)
         num = enc.select(enc.columns[n_cat:]).to_numpy(order="c", writable=True)
@@ -258,6 +319,8 @@ class Encoders:
             hash_buckets=int(raw.get("hash_buckets", defaults.hash_buckets)),
             log_counts=bool(raw.get("log_counts", False)),  # formats 1–2: no count logs
             signed_log_numeric=tuple(raw.get("signed_log_numeric", ())),
+            history=tuple(raw.get("history", ())),  # formats 1–3: no sequence
+            history_length=int(raw.get("history_length", 0)),
         )
         numeric = {name: NumericStats(**stats) for name, stats in data["numeric"].items()}
         return cls(

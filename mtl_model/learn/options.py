@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from mtl_model.config import Settings
-from mtl_model.learn.features import Encoders, FeatureSpec
+from mtl_model.learn.features import HISTORY_FIELDS, Encoders, FeatureSpec
 from mtl_model.learn.networks import build_model, default_esmm
 
 TOWER_DIM = 32
@@ -78,7 +78,9 @@ def task_weights(settings: Settings) -> tuple[float, ...]:
 def feature_spec(settings: Settings) -> FeatureSpec:
     """The input columns: under ``position_bias=pal`` the position is the last categorical column (for
     ProbSeen alone), otherwise a numeric input of the model like the price."""
-    common = {"max_vocab": settings.max_vocab, "hash_buckets": settings.hash_buckets}
+    common: dict[str, Any] = {"max_vocab": settings.max_vocab, "hash_buckets": settings.hash_buckets}
+    if settings.history_length > 0:  # DIN over the user's last behaviour events
+        common.update(history=HISTORY_FIELDS, history_length=settings.history_length)
     spec = FeatureSpec(log_counts=flag(settings, "log_counts"), **common)
     if settings.position_bias == "pal":
         numeric = tuple(c for c in spec.numeric if c != "position")
@@ -86,9 +88,11 @@ def feature_spec(settings: Settings) -> FeatureSpec:
     return spec
 
 
-def model_kwargs(settings: Settings, categorical: Sequence[str]) -> dict[str, Any]:
+def model_kwargs(
+    settings: Settings, categorical: Sequence[str], history: dict | None = None
+) -> dict[str, Any]:
     """Keyword arguments of :func:`build_model` that define the network (stored in config.json), for
-    the encoders' ``categorical`` columns."""
+    the encoders' ``categorical`` columns and sequence (``Encoders.history_kwargs``)."""
     kwargs: dict[str, Any] = {
         "esmm": esmm_enabled(settings),
         "scene_index": categorical.index("scene") if "scene" in categorical else None,
@@ -96,6 +100,8 @@ def model_kwargs(settings: Settings, categorical: Sequence[str]) -> dict[str, An
     }
     if settings.position_bias == "pal":
         kwargs["bias_index"] = len(categorical) - 1
+    if history:
+        kwargs["history"] = history
     if settings.architecture == "mmoe":
         kwargs["n_experts"] = settings.n_experts
     if settings.architecture == "ple":
@@ -117,6 +123,8 @@ def options_fingerprint(settings: Settings) -> dict[str, Any]:
     data["task_weights"] = list(task_weights(settings))
     if settings.position_bias != "feature":  # absent by default: older version names stay the same
         data["position_bias"] = settings.position_bias
+    if settings.history_length > 0:
+        data["history_length"] = settings.history_length
     return data
 
 

@@ -170,7 +170,7 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         encoders=encoders,
         tensors=tensors,
         groups=valid_df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy(),
-        model_kwargs=model_kwargs(settings, categorical),
+        model_kwargs=model_kwargs(settings, categorical, encoders.history_kwargs()),
     )
 
 

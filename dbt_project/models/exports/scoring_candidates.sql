@@ -1,4 +1,5 @@
-{#- Candidate (user, item) pairs to score for the run date, for every user active on the day, from
+-- depends_on: {{ ref('user_history') }} (joined by feature_joins when history_length > 0)
+{# Candidate (user, item) pairs to score for the run date, for every user active on the day, from
     four sources over the windows ending at the run date:
       popular   the items clicked by the most users in each scene (`candidates_popular_per_scene`)
       affinity  the items clicked by the most users in the user's top categories (`candidates_per_category` each)

@@ -1,4 +1,5 @@
-{#- Exposures of the training window (the `train_window_days` days ending at the run date; the run
+-- depends_on: {{ ref('user_history') }} (joined by feature_joins when history_length > 0)
+{# Exposures of the training window (the `train_window_days` days ending at the run date; the run
     date itself is the validation day), with labels and the point-in-time features as of the day
     BEFORE each exposure: nothing from the exposure's own day leaks into its features. -#}
 select

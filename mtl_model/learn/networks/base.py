@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtl_model.learn.networks.din import TargetAttention
 from mtl_model.learn.networks.embedding import FeatureEmbedding
 from mtl_model.learn.networks.esmm import ESMM_PARENT, product_logit
 from mtl_model.learn.networks.pal import ProbSeen, with_position_bias
@@ -78,6 +79,11 @@ class MultiTaskNet(nn.Module):
       position; its embedding feeds only the ProbSeen tower, never the backbone. Rows with a position
       get p(seen | position, scene) · p(task | x, seen); rows without one (scoring candidates) get the
       relevance p(task | x, seen) alone.
+    * ``history`` (DIN, :mod:`mtl_model.learn.networks.din`): ``{"length": L, "fields": [...],
+      "target": [item, category]}``. ``cat`` then carries, after its C columns, L codes per field of
+      the user's behaviour sequence; a field is ``{"table": k}`` (codes of main column k's vocabulary,
+      read in its table) or ``{"size": n}`` (a table of its own). The attention's interest vector
+      [B, D] joins the backbone's input.
 
     Subclasses implement ``_backbone(x [B, I], scene_emb [B, D] | None) → (reps [T, B, H], gates)``
     and ``shared_parameters()`` (the last layer that all tasks share, for GradNorm).
@@ -96,6 +102,7 @@ class MultiTaskNet(nn.Module):
         sparse: bool = False,
         gated: bool = False,
         bias_index: int | None = None,
+        history: dict | None = None,
     ) -> None:
         super().__init__()
         if bias_index is not None and bias_index != len(cardinalities) - 1:
@@ -118,10 +125,13 @@ class MultiTaskNet(nn.Module):
         sizes = [int(size) for size in cardinalities] + (
             [int(cardinalities[scene_index])] if self.has_gate_scene else []
         )
-        self.embedding = FeatureEmbedding(sizes, embedding_dim, columns, sparse=sparse)
+        self.history = history
+        shared = self._history_lookups(history, sizes) if history else []
+        self.embedding = FeatureEmbedding(sizes, embedding_dim, columns, sparse=sparse, shared=shared)
         self.bias_index = bias_index
         n_relevance = len(cardinalities) - (bias_index is not None)  # the position is not an input
-        self.in_dim = embedding_dim * n_relevance + n_numeric
+        self.in_dim = embedding_dim * n_relevance + n_numeric + (embedding_dim if history else 0)
+        self.attention = TargetAttention(embedding_dim) if history else None
         self.prob_seen = ProbSeen(embedding_dim, scene_index is not None) if bias_index is not None else None
         self.gate_extra = embedding_dim if self.has_gate_scene else 0
         self.register_load_state_dict_pre_hook(_upgrade_layout_1)
@@ -131,6 +141,29 @@ class MultiTaskNet(nn.Module):
             if scene_index is None:
                 raise ValueError("scene_towers needs a scene feature (scene_index)")
             self._n_scenes = int(cardinalities[scene_index])
+
+    def _history_lookups(self, history: dict, sizes: list[int]) -> list[tuple[int, int]]:
+        """(cat column, table) per step and field of the sequence; own-vocabulary fields get tables
+        appended to ``sizes`` (in place)."""
+        length, lookups = int(history["length"]), []
+        for f, field in enumerate(history["fields"]):
+            if "table" in field:
+                table = int(field["table"])
+            else:
+                sizes.append(int(field["size"]))
+                table = len(sizes) - 1
+            first = self.n_features + f * length
+            lookups += [(first + j, table) for j in range(length)]
+        return lookups
+
+    def _interest(self, cat: torch.Tensor, vectors: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """DIN's interest [B, D] from the sequence's vectors [B, F·L, D] and the target's item and
+        category vectors (rows of ``vectors`` [B, C, D])."""
+        length, n_fields = int(self.history["length"]), len(self.history["fields"])
+        history = steps.view(steps.shape[0], n_fields, length, -1).sum(dim=1)  # [B, L, D]
+        present = cat[:, self.n_features : self.n_features + length] != 0  # [B, L]: an item
+        target = vectors[:, list(self.history["target"])].sum(dim=1)  # [B, D]
+        return self.attention(history, present, target)
 
     def _build_towers(self, rep_dim: int) -> None:
         """Called by subclasses once the backbone's output width ``rep_dim`` is known."""
@@ -161,7 +194,12 @@ class MultiTaskNet(nn.Module):
         self, cat: torch.Tensor, num: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Logits {task: [B]} and gate weights {name: [B, n_experts]} (empty for shared-bottom)."""
-        vectors = self.embedding(cat)  # [B, C (+1 for the gates' scene), D]: one lookup
+        vectors = self.embedding(cat)  # [B, C (+1 for the gates' scene) (+F·L sequence), D]: one lookup
+        interest = None
+        if self.history:
+            n_steps = int(self.history["length"]) * len(self.history["fields"])
+            vectors, steps = vectors.split([vectors.shape[1] - n_steps, n_steps], dim=1)
+            interest = self._interest(cat, vectors, steps)  # [B, D]
         scene_emb = None
         if self.has_gate_scene:  # split, not sliced: slices cost zero-filled gradient buffers
             vectors, scene_emb = vectors.split([self.n_features, 1], dim=1)  # [B, C, D], [B, 1, D]
@@ -169,7 +207,8 @@ class MultiTaskNet(nn.Module):
         position = None
         if self.bias_index is not None:  # PAL: the position's vector goes to ProbSeen only
             vectors, position = vectors.split([self.n_features - 1, 1], dim=1)  # [B, C-1, D], [B, 1, D]
-        x = torch.cat([vectors.flatten(1), num], dim=1)  # [B, I] = [B, C·D + F] (C-1 under PAL)
+        parts = [vectors.flatten(1), num] + ([interest] if interest is not None else [])
+        x = torch.cat(parts, dim=1)  # [B, I] = [B, C·D + F (+D)] (C-1 embeddings under PAL)
         scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
         reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
         logits: dict[str, torch.Tensor] = {}

@@ -39,6 +39,7 @@ def build_model(
     ple_task_experts: int = 1,
     ple_shared_experts: int = 2,
     bias_index: int | None = None,
+    history: dict | None = None,
 ) -> MultiTaskNet:
     """Build the architecture called ``name``; raises ``ValueError`` for an unknown name.
 
@@ -49,7 +50,12 @@ def build_model(
     if esmm is None:
         esmm = default_esmm(name, tasks)
     common = dict(
-        esmm=esmm, scene_index=scene_index, scene_towers=scene_towers, sparse=sparse, bias_index=bias_index
+        esmm=esmm,
+        scene_index=scene_index,
+        scene_towers=scene_towers,
+        sparse=sparse,
+        bias_index=bias_index,
+        history=history,
     )
     hidden_dims = tuple(int(d) for d in hidden_dims)
     if name == "shared_bottom":

@@ -41,24 +41,42 @@ class FeatureEmbedding(nn.Embedding):
     """The embedding tables of K categorical features stacked into one table: one lookup per batch
     (and one sparse gradient, one optimizer update) instead of one per feature.
 
-    codes [B, C] (per-feature codes, :mod:`mtl_model.learn.features`) → vectors [B, K, D], where table k reads
-    column ``columns[k]`` (a column may feed two tables: the gates' own scene embedding). Row 0 is the
+    codes [B, C] (per-feature codes, :mod:`mtl_model.learn.features`) → vectors [B, K + S, D], where table
+    k reads column ``columns[k]`` (a column may feed two tables: the gates' own scene embedding) and
+    each of the S ``shared`` (column, table) lookups reads a column in an existing table. Row 0 is the
     null vector shared by every table (code 0, zero and never updated: ``padding_idx``); code c ≥ 1 of
     table k is row ``offsets[k] + c`` with ``offsets[k] = Σ_{j<k} (sizes[j] − 1)``. Every other row is
     initialised N(0, 0.05²) except each table's OOV row (code 1), which starts at zero.
     """
 
-    def __init__(self, sizes: Sequence[int], dim: int, columns: Sequence[int], sparse: bool = False) -> None:
-        if len(sizes) != len(columns) or any(int(n) < 2 for n in sizes):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        dim: int,
+        columns: Sequence[int],
+        sparse: bool = False,
+        shared: Sequence[tuple[int, int]] = (),
+    ) -> None:
+        if len(columns) > len(sizes) or any(int(n) < 2 for n in sizes):
             raise ValueError(f"one size ≥ 2 (null + OOV) per table needed, got {list(sizes)}")
+        if any(not 0 <= k < len(sizes) for _, k in shared):
+            raise ValueError(f"shared lookups must name one of the {len(sizes)} tables: {list(shared)}")
         self.sizes = [int(n) for n in sizes]
         offsets = [0]
         for n in self.sizes[:-1]:
             offsets.append(offsets[-1] + n - 1)
         super().__init__(1 + sum(n - 1 for n in self.sizes), dim, padding_idx=0, sparse=sparse)
-        self.register_buffer("columns", torch.tensor(list(columns), dtype=torch.long), persistent=False)
+        # lookups: column columns[k] in table k, then the ``shared`` (column, table) pairs, which read
+        # any table (a behaviour sequence's items in the item table; tables past len(columns) are read
+        # only this way)
+        tables = [*range(len(columns)), *(k for _, k in shared)]
+        lookup_columns = [*columns, *(c for c, _ in shared)]
+        self.register_buffer("columns", torch.tensor(lookup_columns, dtype=torch.long), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
-        self.register_buffer("limits", torch.tensor(self.sizes, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "lookup_offsets", torch.tensor(offsets, dtype=torch.long)[tables], persistent=False
+        )
+        self.register_buffer("limits", torch.tensor(self.sizes, dtype=torch.long)[tables], persistent=False)
         nn.init.normal_(self.weight, std=0.05)
         with torch.no_grad():
             self.weight[0].zero_()  # null
@@ -70,7 +88,7 @@ class FeatureEmbedding(nn.Embedding):
         # encoders?); training codes come from the encoders fitted on the same rows
         if not self.training and bool(((codes < 0) | (codes >= self.limits)).any()):
             raise IndexError(f"categorical codes out of range for table sizes {self.sizes}")
-        rows = torch.where(codes > 0, codes + self.offsets, 0)  # [B, K] rows of the stacked table
+        rows = torch.where(codes > 0, codes + self.lookup_offsets, 0)  # [B, K] rows of the stacked table
         if self.sparse or self.weight.device.type != "cpu":
             return super().forward(rows)  # [B, K, D]
         return _RowLookup.apply(self.weight, rows)  # the same values and gradient, faster on CPU
