@@ -617,3 +617,25 @@ def test_pal_trains_registers_and_scores_candidates_by_relevance(
     assert not torch.allclose(
         predict_proba(model, shown, num)["click"], predict_proba(model, cat, num)["click"]
     )
+
+
+def test_a_backfilled_older_day_is_judged_and_scored_by_the_registry_as_of_that_day(
+    samples: pl.DataFrame, tmp_path: Path
+) -> None:
+    """Night DS runs first, then the older night DS-1 (a backfill): DS-1 is compared with no model (none
+    existed as of DS-1) and scored by its own model, never by DS's; CURRENT stays with the newest night."""
+    settings = quick(tmp_path)
+    write_inputs(settings, samples)
+    later = train(settings, DS)
+    earlier_day = DS - timedelta(days=1)
+    folder = settings.export_dir(earlier_day)
+    folder.mkdir(parents=True)
+    samples.filter(pl.col("ds") <= earlier_day).write_parquet(folder / "samples.parquet")
+    make_candidates(samples).write_parquet(folder / "candidates.parquet")
+    earlier = train(settings, earlier_day)
+    assert earlier.version != later.version and earlier.reason == "no current model"
+    assert (settings.models_dir / CURRENT_FILE).read_text().strip() == later.version
+    assert set(pl.read_parquet(score(settings, earlier_day))["model_version"]) == {earlier.version}
+    assert set(pl.read_parquet(score(settings, DS))["model_version"]) == {later.version}
+    again = train(settings, DS)  # a rerun of DS is judged against what served DS: itself
+    assert again.version == later.version and again.promoted

@@ -2,7 +2,14 @@
 
 ``<models_dir>/<version>/`` holds ``model.pt`` (a ``state_dict`` only, loadable with
 ``torch.load(..., weights_only=True)``), ``encoders.json``, ``config.json`` and ``metrics.json``.
-``<models_dir>/CURRENT`` holds the name of the version that scoring uses.
+``<models_dir>/CURRENT`` holds the name of the version the newest night serves.
+
+Point in time: ``<models_dir>/serving/ds=YYYY-MM-DD`` records, per night, the version that serves
+that day (the one promoted that night, or the one kept). The night of D judges its new model against
+the version as of D (its own earlier run, else the newest night before D), and scores D with the
+version as of D: a backfill of old days after newer nights never uses a model trained on later days,
+and gives the tables the nightly runs gave. ``CURRENT`` follows the newest recorded night. A home
+without the ledger (written before it) falls back to ``CURRENT``.
 
 The version name is ``YYYYMMDD-<hash>`` where the hash covers the training configuration and the
 content of the samples file, so re-running a day with the same inputs gives the same name and
@@ -33,6 +40,7 @@ from torch import nn
 
 from mtl_model import __version__
 from mtl_model.config import Settings
+from mtl_model.dates import parse_date
 from mtl_model.files import replace_dir, temporary_path, write_text_atomic
 from mtl_model.learn.features import Encoders
 from mtl_model.learn.metrics import auc
@@ -158,6 +166,36 @@ def read_current_version(settings: Settings) -> str | None:
     return path.read_text(encoding="utf-8").strip() or None
 
 
+SERVING_DIR = "serving"
+
+
+def _ledger(settings: Settings) -> dict[date, str]:
+    """Day → the version that serves it, from ``<models_dir>/serving/ds=D`` files."""
+    out: dict[date, str] = {}
+    for path in (settings.models_dir / SERVING_DIR).glob("ds=*"):
+        version = path.read_text(encoding="utf-8").strip()
+        if version and not path.name.startswith("."):
+            out[parse_date(path.name.removeprefix("ds="))] = version
+    return out
+
+
+def version_as_of(settings: Settings, ds: date | str) -> str | None:
+    """The version that served the newest recorded night on or before ``ds``; None when no night
+    before it was recorded; ``CURRENT`` for a home without the ledger."""
+    ledger = _ledger(settings)
+    if not ledger:
+        return read_current_version(settings)
+    days = [d for d in ledger if d <= parse_date(ds)]
+    return ledger[max(days)] if days else None
+
+
+def record_serving(settings: Settings, ds: date | str, version: str) -> None:
+    """Record ``version`` as the one serving ``ds``; ``CURRENT`` follows the newest recorded night."""
+    write_text_atomic(settings.models_dir / SERVING_DIR / f"ds={parse_date(ds)}", version + "\n")
+    ledger = _ledger(settings)
+    set_current(settings, ledger[max(ledger)])
+
+
 def read_metrics(settings: Settings, version: str) -> dict[str, Any] | None:
     """The stored ``metrics.json`` of a version, or None when it is missing or unreadable."""
     try:
@@ -220,14 +258,16 @@ def register(
     config: dict[str, Any],
     metrics: dict[str, Any],
     validation: pl.DataFrame | None = None,
+    ds: date | str | None = None,
 ) -> Promotion:
     """Save the version, then promote it to ``CURRENT`` if it is not worse (see :func:`decide_promotion`).
 
     With ``validation`` (the new model's validation rows, labels included), the current model is
     re-evaluated on those rows so both models are judged on the same day; if that fails (e.g. an
-    unreadable model file) its stored metrics are compared instead.
+    unreadable model file) its stored metrics are compared instead. With ``ds`` (the night's day)
+    "current" is the version as of ``ds`` and the decision is recorded in the serving ledger.
     """
-    previous = read_current_version(settings)
+    previous = version_as_of(settings, ds) if ds is not None else read_current_version(settings)
     current_metrics = read_metrics(settings, previous) if previous else None  # read before overwriting
     save_version(settings, version, model, encoders, config, metrics)
     basis = "stored metrics of the current model"
@@ -247,9 +287,11 @@ def register(
         promoted, reason = decide_promotion(metrics, current_metrics, settings.promote_tolerance)
         if previous:
             reason += f" ({basis})"
-    if promoted:
+    if ds is not None:
+        record_serving(settings, ds, version if promoted else previous or version)
+    elif promoted:
         set_current(settings, version)
-    elif previous:
+    if not promoted and previous:
         reason += f"; CURRENT stays {previous}"
     return Promotion(promoted=promoted, reason=reason, previous_version=previous)
 
@@ -274,6 +316,15 @@ def load_version(settings: Settings, version: str) -> tuple[nn.Module, Encoders,
     model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
     model.eval()
     return model, encoders, config
+
+
+def load_as_of(settings: Settings, ds: date | str) -> tuple[nn.Module, Encoders, str]:
+    """The model that serves ``ds`` (:func:`version_as_of`), its encoders and its version name."""
+    version = version_as_of(settings, ds)
+    if version is None:
+        raise FileNotFoundError(f"no model serves ds={ds}: no night on or before it trained one")
+    model, encoders, _ = load_version(settings, version)
+    return model, encoders, version
 
 
 def load_current(settings: Settings) -> tuple[nn.Module, Encoders, str]:

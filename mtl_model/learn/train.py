@@ -230,7 +230,9 @@ def _publish(
     mean = mean_finite([m["auc"] for m in metrics.values()])
     summary = _metrics_json(w, fit, metrics, mean, baselines, device)
     config = _config(settings, w, fit)
-    promotion = register(settings, w.version, model, w.encoders, config, summary, validation=w.valid_df)
+    promotion = register(
+        settings, w.version, model, w.encoders, config, summary, validation=w.valid_df, ds=w.ds
+    )
     if ckpt_dir is not None:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         with contextlib.suppress(OSError):

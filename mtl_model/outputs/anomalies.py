@@ -163,11 +163,11 @@ def model_evidence(
 
 
 def load_model_evidence(settings: Settings, ds: date) -> ModelEvidence:
-    """The current promoted model's evidence on the exposures of ``ds``; raises if there is none."""
-    from mtl_model.learn.registry import load_current
+    """The evidence of the model that serves ``ds`` on its exposures; raises if there is none."""
+    from mtl_model.learn.registry import load_as_of
     from mtl_model.learn.samples import read_samples
 
-    model, encoders, version = load_current(settings)
+    model, encoders, version = load_as_of(settings, ds)
     exposures = read_samples(settings, ds, days=1)
     if exposures.is_empty():
         raise ValueError(f"no exposures of ds={ds} in the samples export")

@@ -24,7 +24,7 @@ from mtl_model.dates import parse_date
 from mtl_model.files import write_parquet_atomic
 from mtl_model.learn.device import resolve_device
 from mtl_model.learn.networks import predict_proba
-from mtl_model.learn.registry import load_current
+from mtl_model.learn.registry import load_as_of
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def score(settings: Settings, ds: date | str) -> Path:
     path = settings.export_dir(ds) / CANDIDATES_FILE
     if not path.exists():
         raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")
-    model, encoders, version = load_current(settings)
+    model, encoders, version = load_as_of(settings, ds)  # the model that serves ds, never a later one
     device = resolve_device(settings.device)
     model.to(device)
     reader = pq.ParquetFile(path)
