@@ -1,9 +1,11 @@
 """Validate one day's tables with Great Expectations; write the results; fail with names.
 
-One GX checkpoint a night validates every suite on the day's rows, writes the GX Data Docs site
-(``reports/data_docs/index.html``), and the results go to ``outputs/ds=D/data_checks.parquet`` with
-the columns of the published ``data_checks`` table: ``ds, suite, expectation, success, observed,
-severity``. Failed errors raise :class:`DataCheckError`; failed warnings are reported only.
+A file-system GX context under ``TANDEM_HOME/gx`` validates every suite on the day's rows with the
+run name ``ds`` and keeps every night's results; the GX Data Docs site (``reports/data_docs``, its
+index lists every night) serves its CSS/JS from local copies, so it renders offline. The results go
+to ``outputs/ds=D/data_checks.parquet`` with the columns of the published ``data_checks`` table:
+``ds, suite, expectation, success, observed, severity``. Failed errors raise
+:class:`DataCheckError`; failed warnings are reported only.
 """
 
 from __future__ import annotations
@@ -11,17 +13,51 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from mtl_model.config import Settings
-from mtl_model.files import write_parquet_atomic
+from mtl_model.files import write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
+
+SITE = "tandem"  # the Data Docs site's name in the GX context
+ASSETS_DIR = Path(__file__).resolve().parent / "data_docs_assets"
+# what GX 1.x's page templates load from CDNs → the local copy in ASSETS_DIR (README.md there)
+_CDNJS, _TABLE = "https://cdnjs.cloudflare.com/ajax/libs", "https://unpkg.com/bootstrap-table@"
+_PICKER = f"{_CDNJS}/bootstrap-datepicker/1.9.0"
+_FILTER = "/dist/extensions/filter-control/bootstrap-table-filter-control"
+CDN_ASSETS = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap-4.3.1.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap-4.3.1.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery-3.7.1.min.js",
+    f"{_CDNJS}/popper.js/1.12.9/umd/popper.min.js": "popper-1.12.9.min.js",
+    f"{_PICKER}/css/bootstrap-datepicker.min.css": "bootstrap-datepicker-1.9.0.min.css",
+    f"{_PICKER}/js/bootstrap-datepicker.min.js": "bootstrap-datepicker-1.9.0.min.js",
+    f"{_CDNJS}/font-awesome/6.6.0/css/all.min.css": "fontawesome-6.6.0/css/all.min.css",
+    f"{_TABLE}1.19.1/dist/bootstrap-table.min.css": "bootstrap-table-1.19.1.min.css",
+    f"{_TABLE}1.19.1/dist/bootstrap-table.min.js": "bootstrap-table-1.19.1.min.js",
+    f"{_TABLE}1.19.0{_FILTER}.css": "bootstrap-table-filter-control-1.19.1.min.css",
+    f"{_TABLE}1.19.0{_FILTER}.min.css": "bootstrap-table-filter-control-1.19.1.min.css",
+    f"{_TABLE}1.19.1{_FILTER}.min.js": "bootstrap-table-filter-control-1.19.1.min.js",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": (
+        "bootstrap-prefers-dark-1.1.0.min.css"
+    ),
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega-5.33.1.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite-5.23.0.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed-6.29.0.min.js",
+}
+# GX's logos (one with a tracking query string): served from the site's own static/images
+WEB_ASSETS = re.compile(
+    r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/([\w.-]+)(?:\?[^\"')\s]*)?"
+)
 
 
 class DataCheckError(RuntimeError):
@@ -63,50 +99,135 @@ def _trailing_medians(con: duckdb.DuckDBPyConnection, tables: list[str], ds: dat
     return out
 
 
-def validate_day(settings: Settings, ds: date) -> list[CheckResult]:
-    """Run every suite on the rows of ``ds`` through one checkpoint; one result per expectation."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+def data_docs_dir(settings: Settings) -> Path:
+    """The GX Data Docs site: ``reports/data_docs`` (its ``index.html`` lists every night)."""
+    return settings.reports_dir / "data_docs"
+
+
+def validation_pages(settings: Settings, ds: date) -> dict[str, Path]:
+    """Suite name → the Data Docs page of the newest validation of ``ds`` (run name = ds)."""
+    pages: dict[str, Path] = {}
+    for suite_dir in sorted((data_docs_dir(settings) / "validations").glob("*")):
+        found = sorted((suite_dir / str(ds)).glob("*/*.html"))
+        if found:
+            pages[suite_dir.name] = found[-1]
+    return pages
+
+
+def _context(settings: Settings):
+    """The file-system GX context under ``TANDEM_HOME/gx`` (suites, validation definitions,
+    checkpoints and every night's validation results persist there) with the ``tandem`` Data Docs
+    site in ``reports/data_docs``."""
+    import great_expectations as gx
+
+    context = gx.get_context(mode="file", project_root_dir=settings.home)
+    context.variables.progress_bars = {"globally": False}
+    site_config = {
+        "class_name": "SiteBuilder",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(data_docs_dir(settings)),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_how_to_buttons": False},
+    }
+    sites = context.get_site_names()
+    for other in (s for s in sites if s != SITE):  # the scaffold's local_site: one site, ours
+        context.delete_data_docs_site(other)
+    if SITE in sites:
+        context.update_data_docs_site(SITE, site_config)
+    else:
+        context.add_data_docs_site(SITE, site_config)
+    return context
+
+
+def _forget_run(settings: Settings, suite: str, ds: date) -> None:
+    """Remove an earlier validation of ``ds`` for ``suite`` (results and page): a rerun of a night
+    replaces its checks, as it replaces its ``data_checks`` rows."""
+    for root in (
+        settings.home / "gx" / "uncommitted" / "validations",
+        data_docs_dir(settings) / "validations",
+    ):
+        shutil.rmtree(root / suite / str(ds), ignore_errors=True)
+
+
+def _local_image(images: Path, page_dir: Path, match: re.Match) -> str:
+    name = match[1] if (images / match[1]).exists() else "logo-long.png"
+    return f"{os.path.relpath(images, page_dir)}/{name}"
+
+
+def localize_data_docs(site: Path) -> int:
+    """Serve the site's CSS, JS and fonts from ``static/vendor`` (copied from
+    ``checks/data_docs_assets``) and its logos from ``static/images`` instead of the CDNs and the
+    web-assets bucket GX names (and its favicon at the right depth), so the pages render offline and
+    nothing is fetched; return how many pages were rewritten. Subresource-integrity and CORS
+    attributes go with the CDN (a ``crossorigin`` script does not load from ``file://``)."""
+    vendor, images = site / "static" / "vendor", site / "static" / "images"
+    shutil.copytree(ASSETS_DIR, vendor, dirs_exist_ok=True)
+    rewritten = 0
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if not (any(url in text for url in CDN_ASSETS) or WEB_ASSETS.search(text)):
+            continue
+        prefix = os.path.relpath(vendor, page.parent)
+        for url, name in CDN_ASSETS.items():
+            text = text.replace(url, f"{prefix}/{name}")
+        text = WEB_ASSETS.sub(partial(_local_image, images, page.parent), text)
+        # GX names the favicon one folder too shallow on the validation pages
+        favicon = f'href="{os.path.relpath(images, page.parent)}/favicon.ico"'
+        text = re.sub(r'href="(?:\./|\.\./)*static/images/favicon\.ico"', favicon, text)
+        text = re.sub(r'\s(?:integrity|crossorigin)="[^"]*"', "", text)
+        write_text_atomic(page, text)
+        rewritten += 1
+    return rewritten
+
+
+def _validation_definitions(context, settings: Settings, ds: date) -> tuple[list, dict]:
+    """One validation definition per table (its suite built for the day) and the day's frames."""
     import great_expectations as gx
 
     from checks.suites import COLUMNS, suites
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    docs_dir = settings.reports_dir / "data_docs"
-    context.add_data_docs_site(
-        site_name="tandem",
-        site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
-    )
-    source = context.data_sources.add_pandas("tandem")
+    source = context.data_sources.add_or_update_pandas("tandem")
+    frames, definitions = {}, []
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         medians = _trailing_medians(con, list(COLUMNS), ds)
         staged = con.execute("select count(*) from stg_events where ds = ?", [ds]).fetchall()[0][0]
-        frames, definitions = {}, []
         for table, expectations in suites(medians, staged).items():
             frames[table] = con.execute(f"select * from {table} where ds = ?", [ds]).df()
-            batch = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe(str(ds))
-            suite = context.suites.add(gx.ExpectationSuite(name=table, expectations=expectations))
+            batch = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe("day")
+            suite = context.suites.add_or_update(gx.ExpectationSuite(name=table, expectations=expectations))
             definitions.append(
-                context.validation_definitions.add(
+                context.validation_definitions.add_or_update(
                     gx.ValidationDefinition(name=table, data=batch, suite=suite)
                 )
             )
+    return definitions, frames
+
+
+def validate_day(settings: Settings, ds: date) -> list[CheckResult]:
+    """Run every suite on the rows of ``ds``, one checkpoint per table, run name = ``ds``; the
+    results are kept in the GX stores and the Data Docs site (one validation per night and suite);
+    one result per expectation."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    context = _context(settings)
+    definitions, frames = _validation_definitions(context, settings, ds)
+    run_id = RunIdentifier(run_name=str(ds), run_time=datetime.now(UTC))
     results: list[CheckResult] = []
     for definition in definitions:  # one batch (DataFrame) per validation definition
-        checkpoint = context.checkpoints.add(
+        _forget_run(settings, definition.name, ds)
+        checkpoint = context.checkpoints.add_or_update(
             gx.Checkpoint(
-                name=f"{definition.name}-{ds}",
+                name=definition.name,
                 validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["tandem"])],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[SITE])],
                 result_format="SUMMARY",
             )
         )
-        run = checkpoint.run(batch_parameters={"dataframe": frames[definition.name]})
+        run = checkpoint.run(batch_parameters={"dataframe": frames[definition.name]}, run_id=run_id)
         for validation in run.run_results.values():
             for r in validation.results:
                 severity = (r.expectation_config.meta or {}).get("severity", "error")
@@ -119,6 +240,7 @@ def validate_day(settings: Settings, ds: date) -> list[CheckResult]:
                         severity,
                     )
                 )
+    localize_data_docs(data_docs_dir(settings))
     return results
 
 
@@ -147,10 +269,26 @@ def write_results(settings: Settings, ds: date, results: list[CheckResult]) -> P
     return write_parquet_atomic(frame, out / "data_checks.parquet")
 
 
+def landing_results(settings: Settings, ds: date) -> list[CheckResult]:
+    """One warning row (suite ``landing``) per file of day ``ds`` the landing check quarantined."""
+    from mtl_model.landing_check import quarantined_files
+
+    return [
+        CheckResult(
+            suite="landing",
+            expectation=f"file_matches_contract(file={r['file']})",
+            success=False,
+            observed=f"{r.get('reason')}: {r.get('column') or ''} {r.get('message') or ''}".strip(),
+            severity="warning",
+        )
+        for r in quarantined_files(settings, ds)
+    ]
+
+
 def run_checks(settings: Settings, ds: date) -> list[CheckResult]:
     """Validate, write results, report warnings, and raise :class:`DataCheckError` naming each failed
     error-level expectation."""
-    results = validate_day(settings, ds)
+    results = validate_day(settings, ds) + landing_results(settings, ds)
     write_results(settings, ds, results)
     for r in results:
         if not r.success and r.severity == "warning":

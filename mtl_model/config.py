@@ -159,6 +159,7 @@ class Settings(BaseSettings):
     max_per_category: Count = 3  # at most this many items of one category in a user's top K (0: no cap)
     recommend_scene: str = "home"  # every candidate is scored in this scene ("": each in its own)
     anomaly_top_n: Count = 50
+    publish_grace_hours: Annotated[float, Field(ge=0.0)] = 24.0  # superseded published files kept this long
 
     # Airflow
     train_queue: Annotated[str, Field(min_length=1)] = "default"  # "gpu" with a GPU Celery worker

@@ -1,8 +1,9 @@
 """Every kind of bad input the simulator can inject is caught or quarantined, and nothing is lost.
 
 The simulator lists what it injected in truth/bad_rows/ds=D (event_id, kind); dbt must quarantine
-each row with the matching reason, drop exact duplicates, keep late events in the day they landed,
-absorb schema drift, and the GX gate must stop an empty day.
+each row with the matching reason, count exact duplicates (stg_events_duplicates) without staging
+them, keep late events in the day they landed, absorb schema drift, and the GX gate must stop an
+empty day. Bad files (not rows) are tests/test_landing_check.py.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def test_duplicates_are_removed_and_every_landed_row_is_accounted_for(bad_home: 
             duplicates = truth.filter(
                 (pl.col("ds").cast(pl.Date) == ds) & (pl.col("kind") == "duplicate")
             ).height
+            counted = con.execute("select count(*) from stg_events_duplicates where ds = ?", [ds]).fetchall()[
+                0
+            ][0]
+            assert counted == duplicates > 0, ds  # each exact copy counted once, never staged
             assert landed.height == staged + quarantined + duplicates, ds
             dup_ids = con.execute(
                 "select count(*) - count(distinct event_id) from stg_events where ds = ?", [ds]

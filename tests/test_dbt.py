@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from mtl_model.landing_check import check_landing
 from tests.conftest import BUILT_DS, LAST, START, dbt_build, tandem_settings
 
 MARTS = ("stg_events", "stg_events_quarantine", "users", "items", "interactions")
@@ -85,6 +87,7 @@ def test_bad_rows_are_quarantined_with_a_reason_and_nothing_is_lost(home: Path) 
         ]
     )
     bad.write_parquet(folder / "part-1.parquet")
+    assert not check_landing(tandem_settings(home)).rejected  # the file is good, its rows are not
     assert dbt_build(home, ds).returncode == 0
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         reasons = dict(
@@ -93,6 +96,14 @@ def test_bad_rows_are_quarantined_with_a_reason_and_nothing_is_lost(home: Path) 
             ).fetchall()
         )
         staged = con.execute("select count(*) from stg_events where ds = ?", [ds]).fetchall()[0][0]
+        duplicates = con.execute(
+            "select event_id, landed_file, first_file from stg_events_duplicates where ds = ? order by 1",
+            [ds],
+        ).fetchall()
+    assert duplicates == [
+        (e, f"events/ds={ds}/part-1.parquet", f"events/ds={ds}/part-0.parquet")
+        for e in sorted(base[4:6]["event_id"])
+    ]
     assert reasons == {
         "bad-1": "null_user_id",
         "bad-2": "unknown_event_type",
@@ -154,3 +165,25 @@ def test_train_window_setting_reaches_dbt_and_python_alike(home: Path) -> None:
     train, valid = read_split(settings, LAST)
     assert sorted(set(train["ds"].to_list())) == [LAST - timedelta(days=2), LAST - timedelta(days=1)]
     assert set(valid["ds"].to_list()) == {LAST}
+
+
+def test_a_night_under_a_folder_with_a_quote_in_its_name(landed: Path, tmp_path: Path) -> None:
+    """TANDEM_HOME under `o'brien`: paths reach SQL only as escaped literals or bound parameters, in
+    the dbt macros (the landing files, the checks' records) and in Python (export, publish, catalog)."""
+    from mtl_model.outputs.query import run_query
+    from mtl_model.outputs.warehouse import export_day, publish_day
+    from tests.test_publish import write_outputs
+
+    home = tmp_path / "o'brien" / "tandem"
+    shutil.copytree(landed / "landing", home / "landing")
+    settings = tandem_settings(home)
+    ds = START + timedelta(days=1)
+    assert check_landing(settings).rejected == []
+    done = dbt_build(home, ds)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert days(home, "stg_events") == [START, ds]
+    counts = export_day(settings, ds)
+    assert counts["samples"] > 0 and counts["candidates"] > 0
+    write_outputs(settings, ds, 3, "v1")
+    publish_day(settings, ds)
+    assert run_query(settings, "select count(*) from recommendations")[1] == [(9,)]

@@ -94,7 +94,11 @@ def _reasons(q: pl.DataFrame) -> dict[int, str]:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """The landing zone's files (not the landing check's records, which hold file times)."""
+    files = (p for p in sorted(root.rglob("*")) if p.is_file())
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in files if p.relative_to(root).parts[0] != "_checked"
+    }
 
 
 # ---------------------------------------------------------------- handwritten fixtures
@@ -116,6 +120,11 @@ def test_taobao_fixture_lands_or_quarantines_every_line(tmp_path):
     raw = {line: row for line, *row in q.select("line", "timestamp", "behavior_type").iter_rows()}
     assert raw[13] == ["yesterday", "pv"] and raw[20] == ["15115", "pv"]  # the source fields, cut line too
     assert "truncated_line 1" in s.line() and "20 rows read" in s.line()
+    # lines whose text cannot be kept as fields keep their raw bytes: extra fields, the cut line
+    lines = TAOBAO.read_bytes().split(b"\n")
+    raw_lines = dict(q.select("line", "raw_line").iter_rows())
+    assert {k: raw_lines[k] for k in (18, 19, 20)} == {k: lines[k - 1] for k in (18, 19, 20)}
+    assert raw_lines[9] is None  # a field-level reason: the fields say it all
 
     ev = _landed(settings, "events", "taobao")
     assert {k: v for k, v in ev.schema.items() if k != "ds"} == EVENTS_SCHEMA
@@ -268,6 +277,56 @@ def test_cli(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["ingest", "--format", "taobao", "--tz", "UTC", "a.csv", "b.csv"])
     assert (args.fmt, args.tz, args.paths, args.start) == ("taobao", "UTC", ["a.csv", "b.csv"], None)
     assert args.func.__name__ == "cmd_ingest"
+
+
+def test_invalid_utf8_lines_are_quarantined_with_their_bytes_or_decoded_as_told(tmp_path, capsys):
+    """Two users whose ids differ only in a Latin-1 byte: lossy UTF-8 would merge them into one
+    (U+FFFD). Without --encoding each such line is quarantined with its raw bytes; with
+    --encoding latin-1 both land, as two users."""
+    lines = [
+        b"timestamp,visitorid,event,itemid,transactionid",
+        b"1433152800000,257597,view,355908,",
+        b"1433152900000,ren\xe9,view,355908,",
+        b"1433153000000,ren\xe8,view,355908,",
+        b"1433153100000,257597,addtocart,355908,",
+    ]
+    source = tmp_path / "latin1.csv"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    strict = Settings(home=tmp_path / "strict")
+    s = ingest(strict, "retailrocket", source)
+    assert (s.rows_read, s.rows_landed, s.rows_quarantined) == (4, 2, 2)
+    assert s.reasons == {"invalid_encoding": 2} and "invalid_encoding" in QUARANTINE_REASONS
+    q = _quarantine(strict, "retailrocket", source)
+    assert dict(q.select("line", "raw_line").iter_rows()) == {3: lines[2], 4: lines[3]}
+    assert set(_landed(strict, "events", "retailrocket")["user_id"]) == {"257597"}
+
+    told = Settings(home=tmp_path / "told")
+    s = ingest(told, "retailrocket", source, encoding="latin-1")
+    assert (s.rows_landed, s.rows_quarantined) == (4, 0)
+    assert set(_landed(told, "events", "retailrocket")["user_id"]) == {"257597", "rené", "renè"}
+    with pytest.raises(ValueError, match="unknown encoding"):
+        ingest(told, "retailrocket", source, encoding="klingon")
+    parser = argparse.ArgumentParser(prog="tandem")
+    add_ingest_parser(parser.add_subparsers(dest="command", required=True))
+    assert (
+        parser.parse_args(["ingest", "--format", "taobao", "--encoding", "cp1252", "a"]).encoding == "cp1252"
+    )
+
+
+def test_ingest_checks_what_it_landed_and_moves_a_bad_file_aside(tmp_path):
+    """The landing check runs on the days an ingest wrote: its own files pass; a file another system
+    dropped into one of those days that breaks the contract is quarantined, and said so."""
+    settings = Settings(home=tmp_path)
+    day = settings.landing("events", "2015-06-01")
+    day.mkdir(parents=True)
+    (day / "other-system.parquet").write_bytes(b"PAR1 not really")
+    s = ingest(settings, "retailrocket", RETAILROCKET, start="2015-06-01", end="2015-06-02")
+    moved = (
+        settings.landing_dir / "_quarantine" / "files" / "events" / "ds=2015-06-01" / "other-system.parquet"
+    )
+    assert moved in s.quarantine_paths and moved.exists() and not (day / "other-system.parquet").exists()
+    manifest = settings.landing_dir / "_checked" / "events" / "ds=2015-06-01.json"
+    assert "ingest-retailrocket.parquet" in manifest.read_text()
 
 
 # ---------------------------------------------------------------- real samples

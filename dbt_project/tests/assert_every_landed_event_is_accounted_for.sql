@@ -1,18 +1,18 @@
-{#- For the run date: landed rows = staged rows + quarantined rows + removed duplicates.
-    Computed from the landing zone itself, so a row lost between landing and staging fails it. -#}
+{#- For the run date: landed rows = staged + quarantined + duplicates, counting ROWS (not distinct
+    ids). "Landed" comes from the landing zone itself (the footers of the day's accepted files), so a
+    row lost or counted twice between landing and staging fails it. -#}
 with landed as (
-    select
-        count(*) as n_landed,
-        count(*) filter (where reject_reason is null) as n_valid,
-        count(distinct event_id) filter (where reject_reason is null) as n_valid_distinct
-    from {{ ref('stg_events__landed') }}
-    where ds = {{ run_date() }}
+    select landed_rows as n from ({{ landed_rows_per_day(landed_files('events', days='run_date')) }}) where ds = {{ run_date() }}
 ),
 
 staged as (select count(*) as n from {{ ref('stg_events') }} where ds = {{ run_date() }}),
-quarantined as (select count(*) as n from {{ ref('stg_events_quarantine') }} where ds = {{ run_date() }})
+quarantined as (select count(*) as n from {{ ref('stg_events_quarantine') }} where ds = {{ run_date() }}),
+duplicates as (select count(*) as n from {{ ref('stg_events_duplicates') }} where ds = {{ run_date() }})
 
-select *
-from landed, staged, quarantined
-where landed.n_landed != staged.n + quarantined.n + (landed.n_valid - landed.n_valid_distinct)
-   or staged.n != landed.n_valid_distinct
+select
+    coalesce((select sum(n) from landed), 0) as landed,
+    staged.n as staged,
+    quarantined.n as quarantined,
+    duplicates.n as duplicates
+from staged, quarantined, duplicates
+where coalesce((select sum(n) from landed), 0) != staged.n + quarantined.n + duplicates.n

@@ -69,6 +69,19 @@ def land_tianchi() -> tuple[Settings, date]:
     return settings, last
 
 
+def print_pages(settings: Settings, started: float) -> None:
+    """Build the dbt docs, then say where every page of the home is and how to open the Airflow UI."""
+    from mtl_model.pipeline.docs import DocsError, build_docs, pages
+
+    try:
+        build_docs(settings)
+    except DocsError as exc:
+        print(f"dbt docs not built: {exc}")
+    print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Tables: {settings.published_dir}")
+    print("Pages (they work offline; open them in a browser):")
+    print("\n".join(pages(settings).lines(settings)))
+
+
 def main() -> None:
     source = os.environ.get("TANDEM_DEMO_SOURCE", "simulator")
     if source not in ("simulator", "tianchi"):
@@ -78,7 +91,7 @@ def main() -> None:
         started = time.perf_counter()
         run_backfill(settings, end, 3)
         print_summary(settings, end)
-        print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Tables: {settings.published_dir}")
+        print_pages(settings, started)
         return
     settings = load_settings()
     users = int(os.environ.get("TANDEM_DEMO_USERS", 2000))
@@ -93,7 +106,7 @@ def main() -> None:
     print(main_summary_line(summary))
     run_backfill(settings, end, backfill_days)
     print_summary(settings, end)
-    print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Tables: {settings.published_dir}")
+    print_pages(settings, started)
 
 
 if __name__ == "__main__":

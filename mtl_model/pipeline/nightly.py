@@ -3,34 +3,114 @@
 Each step takes the run date as an ISO string (what XCom carries), loads the settings from the
 environment, and returns a small JSON-able summary for the task log / XCom. Heavy imports (torch,
 GX) happen inside the steps, never when the DAG file is parsed.
+
+Each step that succeeds also records itself in ``outputs/ds=D/steps/<step>.json``: its start, its
+seconds and the summary it returned (one file per step: score and anomalies may run at the same
+time). The check step adds ``dbt``, the time from the start of the Airflow run (or the end of the
+landing check, when it ran in this run) to its own start: the dbt build, when it runs in a DAG run.
+The night's report reads them.
 """
 
 from __future__ import annotations
 
-from datetime import date
+import functools
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 
 from mtl_model.config import load_settings
 from mtl_model.dates import parse_date
+from mtl_model.files import write_text_atomic
 
 
 def _day(run_date: str) -> date:
     return parse_date(run_date)
 
 
+def _record(run_date: str, step: str, started: datetime, seconds: float, summary: dict | None) -> None:
+    record = {
+        "step": step,
+        "started": started.isoformat(timespec="milliseconds"),
+        "seconds": round(seconds, 3),
+        "summary": summary,
+    }
+    path = load_settings().output_dir(_day(run_date)) / "steps" / f"{step}.json"
+    write_text_atomic(path, json.dumps(record, sort_keys=True, default=str))
+
+
+def _run_started() -> datetime | None:
+    """The start of the Airflow run this step runs in (None outside a DAG run): its ``start_date``,
+    or ``run_after`` when later (``dag.test`` dates the run's start at its logical date)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        run = get_current_context()["dag_run"]
+        times = [getattr(run, name, None) for name in ("start_date", "run_after")]
+    except Exception:  # noqa: BLE001 - called outside a task, or an Airflow without it: no dbt time
+        return None
+    return max((t for t in times if isinstance(t, datetime)), default=None)
+
+
+def _dbt_started(run_date: str) -> datetime | None:
+    """When dbt started in this DAG run: the run's start, or the end of the landing check when that
+    step ran after it (None outside a DAG run)."""
+    started = _run_started()
+    path = load_settings().output_dir(_day(run_date)) / "steps" / "check_landing.json"
+    if started is None or not path.exists():
+        return started
+    try:
+        record = json.loads(path.read_text())
+        ended = datetime.fromisoformat(record["started"]) + timedelta(seconds=float(record["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return started
+    return max(started, ended)
+
+
+def timed(step: Callable[[str], dict]) -> Callable[[str], dict]:
+    """Record the step's start, wall seconds and summary (only when it succeeds) under its name."""
+
+    @functools.wraps(step)
+    def run(run_date: str) -> dict:
+        started, t0 = datetime.now(UTC), time.perf_counter()
+        result = step(run_date)
+        _record(run_date, step.__name__, started, time.perf_counter() - t0, result)
+        return result
+
+    return run
+
+
+@timed
+def check_landing(run_date: str) -> dict:
+    """The landing check before dbt (the night's first step after the run date): every landed file
+    not checked yet, in any day folder, is checked against the contract; the bad ones are moved to
+    the quarantine and stop nothing else. Returns the counts and the rejected files."""
+    from mtl_model.landing_check import check_landing as check_files
+
+    _day(run_date)
+    return check_files(load_settings()).as_dict()
+
+
+@timed
 def check(run_date: str) -> dict:
     """Great Expectations on the day's tables: a failed error raises (the night stops); the summary
     counts ``expectations``, ``failed`` and, of those, ``errors`` (0 here) and ``warnings``."""
     from checks.runner import run_checks, summarize
 
+    run_started, started = _dbt_started(run_date), datetime.now(UTC)
+    if run_started is not None and run_started < started:
+        _record(run_date, "dbt", run_started, (started - run_started).total_seconds(), None)
     return summarize(run_checks(load_settings(), _day(run_date)))
 
 
+@timed
 def export(run_date: str) -> dict:
     from mtl_model.outputs.warehouse import export_day
 
     return export_day(load_settings(), _day(run_date))
 
 
+@timed
 def train(run_date: str) -> dict:
     from mtl_model.learn.train import train as train_model
 
@@ -38,12 +118,14 @@ def train(run_date: str) -> dict:
     return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
 
 
+@timed
 def score(run_date: str) -> dict:
     from mtl_model.outputs.score import score as score_day
 
     return {"recommendations": str(score_day(load_settings(), _day(run_date)))}
 
 
+@timed
 def anomalies(run_date: str) -> dict:
     """Anomalies of the day with the current model (after ``train``); behaviour only, and said so in
     ``note`` and ``detector``, when there is no usable model."""
@@ -58,12 +140,14 @@ def anomalies(run_date: str) -> dict:
     }
 
 
+@timed
 def publish(run_date: str) -> dict:
     from mtl_model.outputs.warehouse import publish_day
 
     return publish_day(load_settings(), _day(run_date))
 
 
+@timed
 def report(run_date: str) -> dict:
     from mtl_model.outputs.report import write_report
 

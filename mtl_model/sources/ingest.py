@@ -6,6 +6,7 @@ format maps onto the contract: docs/datasets.md."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import os
 import shutil
 import sys
@@ -22,6 +23,7 @@ import polars as pl
 from mtl_model.config import Settings, load_settings
 from mtl_model.contract import ITEMS_SCHEMA, USERS_SCHEMA
 from mtl_model.dates import parse_date
+from mtl_model.landing_check import check_landing
 from mtl_model.sources.formats import FORMATS, SourceFormat
 
 # the write phase calls _landing_lock and _merge_events through this module (the lock test replaces them)
@@ -36,7 +38,7 @@ from mtl_model.sources.landing import (
     _write_parquet,
     _write_quarantine,
 )
-from mtl_model.sources.reading import QUARANTINE_REASONS, IngestError, _conform
+from mtl_model.sources.reading import ENCODING, QUARANTINE_REASONS, IngestError, _conform
 from mtl_model.sources.side_files import _as_of, _enrich, _read_side_files, _SideFiles
 from mtl_model.sources.spill import _Spill, _spill_events
 
@@ -196,6 +198,7 @@ def ingest(
     end: date | str | None = None,
     session_gap: timedelta = SESSION_GAP,
     lock_timeout: float | None = None,
+    encoding: str | None = None,
 ) -> IngestSummary:
     """Land the events file ``path`` of format ``fmt`` (see ``FORMATS``) in ``settings.landing_dir``.
 
@@ -206,21 +209,35 @@ def ingest(
     ``start`` / ``end``: the expected business days (inclusive); rows outside go to the quarantine.
     ``session_gap``: the inactivity that ends a derived session (taobao, retailrocket, tianchi-mobile).
     ``lock_timeout``: seconds to wait for another ingest writing into the landing zone (None: no limit).
+    ``encoding``: the text encoding of CSV inputs (e.g. ``latin-1``; None: UTF-8, a line that is not
+    valid UTF-8 is quarantined as ``invalid_encoding`` with its raw bytes).
+    The files written are checked by the landing check (:mod:`mtl_model.landing_check`) at once.
     Raises :class:`IngestError` when nothing can be read, before anything is written.
     """
     t0 = time.perf_counter()
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
     req = _request(settings, fmt, path, items, users, tz, start, end, session_gap)
     summary = IngestSummary(fmt=fmt, source=req.source, tz=req.zone)
     settings.landing_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".ingest-{fmt}-", dir=settings.landing_dir))
     try:
-        events, side, known = _read_inputs(req, work)  # in parallel with other ingests: nothing written
+        token = ENCODING.set(encoding)
+        try:
+            events, side, known = _read_inputs(req, work)  # in parallel with other ingests: nothing written
+        finally:
+            ENCODING.reset(token)
         with _landing_lock(settings.landing_dir, lock_timeout):  # one ingest at a time per landing zone
             _write_quarantines(settings, req, events, side, summary)
             event_days = set(events.days) if events is not None else set()
             for day in sorted(event_days | set(side.dated["items"]) | set(side.dated["users"])):
                 day_events = events if day in event_days else None
                 _land_day(settings, req.spec, day, day_events, side, known, req.gap, summary)
+            checked = check_landing(settings, days=summary.days)  # the files just landed, and their days'
+            summary.quarantine_paths += [settings.landing_dir / r.quarantined_as for r in checked.rejected]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _check_counts(summary)
@@ -386,6 +403,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait at most this long for another ingest into the same landing zone (default: no limit)",
     )
+    p.add_argument(
+        "--encoding",
+        default=None,
+        help="text encoding of CSV files (e.g. latin-1, cp1252; default UTF-8: a line that is not valid "
+        "UTF-8 is quarantined as invalid_encoding, its raw bytes kept)",
+    )
     p.set_defaults(func=cmd_ingest)
     return p
 
@@ -415,6 +438,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 end=args.end,
                 session_gap=timedelta(minutes=minutes),
                 lock_timeout=getattr(args, "lock_timeout", None),
+                encoding=getattr(args, "encoding", None),
             )
         except (IngestError, ValueError) as exc:
             print(f"tandem ingest: nothing read: {exc}", file=sys.stderr)

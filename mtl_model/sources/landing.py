@@ -18,7 +18,7 @@ import polars as pl
 from mtl_model.contract import EVENTS_SCHEMA, ITEMS_SCHEMA
 from mtl_model.files import write_parquet_atomic
 from mtl_model.sources.formats import SEP
-from mtl_model.sources.reading import IngestError, _conform
+from mtl_model.sources.reading import RAW_LINE_REASONS, IngestError, _conform, _is_parquet, raw_lines
 
 try:  # POSIX: the landing-zone lock
     import fcntl
@@ -156,7 +156,15 @@ def _write_quarantine(bad: pl.DataFrame, raw: list[str], source: Path, path: Pat
         pl.col("reason"),
         *[pl.col(c).alias(c) for c in raw],
     ).sort("line")
-    _write_parquet(out, path)
+    _write_parquet(out.with_columns(raw_line=_raw_line_column(out, source)), path)
+
+
+def _raw_line_column(out: pl.DataFrame, source: Path) -> pl.Series:
+    """The raw bytes of each quarantined CSV line that text columns cannot hold faithfully (invalid
+    encoding, extra fields, a cut line); null for the others and for Parquet inputs."""
+    wanted = out.filter(pl.col("reason").is_in(RAW_LINE_REASONS))["line"].to_list()
+    found = raw_lines(source, wanted) if wanted and not _is_parquet(source) else {}
+    return pl.Series("raw_line", [found.get(line) for line in out["line"]], dtype=pl.Binary)
 
 
 @contextlib.contextmanager

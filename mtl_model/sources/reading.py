@@ -1,16 +1,25 @@
 """Opening the inputs of ``tandem ingest``: plain, gzip and zip files, CSV and Parquet, scanned lazily as
 text; the rules a row breaks (``QUARANTINE_REASONS``) and the one-scan split of a file into the rows
-kept and the rows to quarantine."""
+kept and the rows to quarantine.
+
+Bytes are kept or quarantined, never altered: a CSV line that is not valid UTF-8 is quarantined as
+``invalid_encoding`` (its raw bytes go into the quarantine file's ``raw_line``), unless the caller
+names the file's encoding (``tandem ingest --encoding latin-1``; :data:`ENCODING`), in which case the
+file is decoded with it (a line it cannot decode is quarantined the same way)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
+import itertools
 import shutil
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -39,7 +48,12 @@ QUARANTINE_REASONS = (
     "unparseable_ds",
     "null_category_id",
     "duplicate_category_id",
+    "invalid_encoding",
 )
+# the encoding of the CSV inputs of the current ingest (None: UTF-8); set by mtl_model.sources.ingest
+ENCODING: ContextVar[str | None] = ContextVar("tandem_ingest_encoding", default=None)
+# quarantined lines whose whole raw line (bytes) is kept in the quarantine file's raw_line
+RAW_LINE_REASONS = ("invalid_encoding", "malformed_line", "truncated_line")
 EXTRA = "_extra"  # catches the fields of a line beyond the expected ones
 CHUNK = 1 << 20  # bytes read at a time when decompressing
 EDGE = 1 << 16  # bytes kept of a file's beginning and end (its first and last line)
@@ -60,6 +74,146 @@ class _File:
     first_line: bytes
     last_line: bytes | None  # the last line when the file does not end in a newline, else None
     compression: str | None = None
+    bad_lines: frozenset[int] = field(default_factory=frozenset)  # lines (1-based) not valid text
+
+
+class _Utf8Lines:
+    """Finds the lines (1-based) that are not valid UTF-8 in a stream fed chunk by chunk: whole
+    blocks of lines are decoded at C speed; only a block that fails is split into its lines."""
+
+    def __init__(self) -> None:
+        self.bad: set[int] = set()
+        self.line = 1
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.rest + chunk
+        cut = data.rfind(b"\n") + 1
+        block, self.rest = data[:cut], data[cut:]
+        self._check(block)
+
+    def close(self) -> frozenset[int]:
+        self._check(self.rest)
+        self.rest = b""
+        return frozenset(self.bad)
+
+    def _check(self, block: bytes) -> None:
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            for k, line in enumerate(block.split(b"\n")):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.bad.add(self.line + k)
+        self.line += block.count(b"\n")
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def _bad_utf8_lines(chunks: Iterable[bytes]) -> frozenset[int]:
+    finder = _Utf8Lines()
+    for chunk in chunks:
+        finder.feed(chunk)
+    return finder.close()
+
+
+def _gunzip_chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip file (every member; a cut stream as far as it goes)."""
+    d = zlib.decompressobj(31)
+    for chunk in _chunks(path):
+        while chunk:
+            if d.eof:  # another member, or zero padding after the last one
+                if not chunk.strip(b"\0"):
+                    break
+                d = zlib.decompressobj(31)
+            try:
+                data = d.decompress(chunk)
+            except zlib.error:
+                return
+            if data:
+                yield data
+            chunk = d.unused_data if d.eof else b""
+
+
+def _source_chunks(path: Path) -> Iterator[bytes]:
+    """The bytes of an input as read (gzip and zip decompressed; a cut gzip stream as far as it goes)."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        yield from _gunzip_chunks(path)
+        return
+    if magic == b"PK\x03\x04":
+        with zipfile.ZipFile(path) as archive:
+            members = [
+                m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+            ]
+            with archive.open(members[0]) as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        return
+    yield from _chunks(path)
+
+
+def raw_lines(path: Path, wanted: Iterable[int]) -> dict[int, bytes]:
+    """The raw bytes of the lines ``wanted`` (1-based, without the newline) of the input ``path``."""
+    todo, out = set(wanted), {}
+    line, rest = 1, b""
+    for chunk in _source_chunks(path):
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        block, rest = data[:cut], data[cut:]
+        n = block.count(b"\n")
+        if any(line <= w < line + n for w in todo):
+            for k, text in enumerate(block.split(b"\n")[:n]):
+                if line + k in todo:
+                    out[line + k] = text.rstrip(b"\r")
+        line += n
+        if len(out) == len(todo):
+            return out
+    if rest and line in todo:
+        out[line] = rest.rstrip(b"\r")
+    return out
+
+
+def _transcode(file: _File, work: Path, encoding: str) -> _File:
+    """A UTF-8 copy of the file's text decoded from ``encoding``; a line that does not decode is
+    written with U+FFFD and marked bad (it is quarantined, its raw bytes kept)."""
+    dest = Path(tempfile.mkstemp(dir=work, suffix=".utf8.csv")[1])
+    bad: set[int] = set()
+    decode = codecs.getdecoder(encoding)
+    line, rest = 1, b""
+    with dest.open("wb") as out:
+        for chunk in itertools.chain(_source_chunks(file.path), [b""]):
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            block, rest = data[:cut], data[cut:]
+            pieces = block.split(b"\n")
+            for k, text in enumerate(pieces):
+                end = b"\n" if k < len(pieces) - 1 else b""
+                try:
+                    out.write(decode(text)[0].encode("utf-8") + end)
+                except UnicodeDecodeError:
+                    bad.add(line + k)
+                    out.write(text.decode(encoding, "replace").encode("utf-8") + end)
+            line += len(pieces) - 1
+    plain = _plain(file.path, dest, file.compression)
+    return _File(plain.path, dest, plain.first_line, plain.last_line, plain.compression, frozenset(bad))
+
+
+def _with_encoding(file: _File, work: Path) -> _File:
+    """The file as UTF-8 text for polars: as it is, its invalid lines found; or decoded from the
+    encoding the caller named (:data:`ENCODING`)."""
+    encoding = ENCODING.get()
+    if encoding is not None and codecs.lookup(encoding).name != "utf-8":
+        return _transcode(file, work, encoding)
+    chunks = _source_chunks(file.scan) if file.compression == "gzip" else _chunks(file.scan)
+    bad = _bad_utf8_lines(chunks)
+    return _File(file.path, file.scan, file.first_line, file.last_line, file.compression, bad)
 
 
 def _edges(data_head: bytes, data_tail: bytes) -> tuple[bytes, bytes | None]:
@@ -108,6 +262,11 @@ def _gunzip(path: Path, dest: Path | None) -> tuple[bytes, bytes, bool]:
 
 
 def _prepare(path: Path, work: Path) -> _File:
+    """The file at ``path`` for scanning, as UTF-8 text (see :func:`_with_encoding`)."""
+    return _with_encoding(_open_file(path, work), work)
+
+
+def _open_file(path: Path, work: Path) -> _File:
     """The file at ``path`` for scanning; compressed files are recognised by their first bytes."""
     if not path.is_file() or path.stat().st_size == 0:
         raise IngestError(f"{path}: no such file, or empty")
@@ -198,7 +357,8 @@ def _open_csv(
         **{c: pl.lit(None, pl.String) for c in missing},
     )
     blank = pl.all_horizontal(pl.col(c).is_null() for c in present)
-    lf = lf.with_columns(_malformed=pl.col(EXTRA).is_not_null() | blank)
+    bad_text = pl.col("_line").is_in(sorted(file.bad_lines)) if file.bad_lines else pl.lit(False)
+    lf = lf.with_columns(_malformed=pl.col(EXTRA).is_not_null() | blank, _bad_encoding=bad_text)
     extra_cols = [n for n in names if n not in columns]
     src = _Input(lf, present, extra_cols, missing)
     if file.last_line is not None:
@@ -240,7 +400,9 @@ def _reason(spec: SourceFormat, cols: set[str], start: date | None, end: date | 
     """The first rule a normalised row breaks, or null."""
     t = pl.col("event_time")
     epoch_s = t.dt.epoch("s")
-    r = pl.when(pl.col("_malformed")).then(pl.lit("malformed_line"))
+    bad_text = pl.col("_bad_encoding") if "_bad_encoding" in cols else pl.lit(False)
+    r = pl.when(bad_text).then(pl.lit("invalid_encoding"))
+    r = r.when(pl.col("_malformed")).then(pl.lit("malformed_line"))
     if spec.id_prefix is None:
         r = r.when(pl.col("event_id").is_null()).then(pl.lit("null_event_id"))
     r = (
@@ -292,6 +454,8 @@ def _check(
 ) -> _Checked:
     """One streaming scan of a file (the three queries share it): the rows that break no rule (and are
     ``used``), the rows that break one, and the count; a cut last line goes to the quarantine."""
+    if "_bad_encoding" in src.lf.collect_schema().names():
+        reason = pl.when(pl.col("_bad_encoding")).then(pl.lit("invalid_encoding")).otherwise(reason)
     lf = src.lf.with_columns(reason=reason)
     ok = pl.col("reason").is_null() if used is None else pl.col("reason").is_null() & used
     try:

@@ -14,6 +14,7 @@ import polars as pl
 
 from mtl_model.config import Settings
 from mtl_model.files import replace_dir, temporary_path, write_parquet_atomic
+from mtl_model.landing_check import check_landing
 from mtl_model.sources.simulator.anomalies import ANOMALIES_SCHEMA
 from mtl_model.sources.simulator.day import Day
 from mtl_model.sources.simulator.universe import Universe
@@ -102,6 +103,10 @@ class DayWriter:
         for tmp, folder in reversed(staged):  # events (submitted first) are committed last
             replace_dir(tmp, folder)
         self.pending.clear()
+        landing = self.settings.landing_dir
+        days = {folder.name.removeprefix("ds=") for _, folder in staged if folder.parent.parent == landing}
+        if days:  # the landing check of the files just written (docs/data.md, "Landing check")
+            check_landing(self.settings, days=sorted(days))
 
     def stage(self, day: date, res: Day) -> None:
         """Start writing day ``day``'s folders: events, exposures, users, items, the CSV copy, bad rows."""
