@@ -11,11 +11,18 @@ export DO_NOT_TRACK := 1
 
 # torch==2.13.0 first (the CPU wheel on disk), then the project with its pinned set.
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	@echo "installing into $(VENV) (about 2 minutes the first time)"
-	@$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	@$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-	@$(PY) -c "$(IMPORTS)" >/dev/null 2>&1 || $(PY) -c "$(IMPORTS)" || (echo "install failed" >&2; exit 1)
+	@echo "installing into $(VENV) (a few minutes the first time: 4 steps, each says when it is done)"
+	@t=$$(date +%s); echo "  [1/4] a virtual environment ..."; test -x $(PY) || python3 -m venv $(VENV); \
+	  echo "        done in $$(( $$(date +%s) - t ))s"
+	@t=$$(date +%s); echo "  [2/4] torch 2.13.0, the CPU wheel on disk ..."; \
+	  $(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true; \
+	  echo "        done in $$(( $$(date +%s) - t ))s"
+	@t=$$(date +%s); echo "  [3/4] Tandem and its pinned set: Airflow, cosmos, dbt, DuckDB, GX ..."; \
+	  $(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true; \
+	  echo "        done in $$(( $$(date +%s) - t ))s"
+	@t=$$(date +%s); echo "  [4/4] importing torch, airflow, cosmos, duckdb, polars, great_expectations ..."; \
+	  $(PY) -c "$(IMPORTS)" >/dev/null 2>&1 || $(PY) -c "$(IMPORTS)" || (echo "install failed" >&2; exit 1) \
+	  && echo "        done in $$(( $$(date +%s) - t ))s: $(VENV) is ready"
 	@touch $@
 
 venv: $(VENV)/.installed

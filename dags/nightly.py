@@ -2,8 +2,12 @@
 
 Wiring only; the steps live in ``mtl_model.pipeline.nightly`` and the SQL in ``dbt_project``. Every task that
 opens the DuckDB warehouse runs in the one-slot ``duckdb`` pool. The run date is resolved once, by
-the first task, from the run conf (``{"ds": "YYYY-MM-DD"}``) or as the day that ended before the
-logical date.
+the first task, from the ``ds`` param (``{"ds": "YYYY-MM-DD"}`` in the run conf, checked against the
+param's date schema) or as the day that ended before the logical date.
+
+``publish`` emits an Asset per published table (``tandem.recommendations``, …; ``extra`` holds the
+``ds``): analysts' DAGs can run when tonight's tables are published (``dags/analysts_example.py``).
+A failed run logs a summary and calls the notifier ``TANDEM_NOTIFY`` names (off by default).
 """
 
 from __future__ import annotations
@@ -13,15 +17,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
 from mtl_model.config import DBT_PROJECT_DIR, load_settings
 from mtl_model.pipeline import nightly
+from mtl_model.pipeline.airflow_env import published_assets, task_logging
+from mtl_model.pipeline.notify import failure_callbacks
 
 settings = load_settings()
+task_logging()  # Tandem's INFO lines (training epochs, checks) into the task logs
 warehouse = {"pool": settings.warehouse_pool}
+assets = published_assets(settings)
+task_timeout = timedelta(minutes=settings.task_timeout_minutes)
+train_timeout = (
+    timedelta(minutes=settings.train_timeout_minutes) if settings.train_timeout_minutes else task_timeout
+)
 
 
 @dag(
@@ -32,7 +44,22 @@ warehouse = {"pool": settings.warehouse_pool}
     start_date=pendulum.datetime(2000, 1, 1, tz=settings.business_tz),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": settings.task_retries, "retry_delay": timedelta(minutes=2)},
+    default_args={
+        "owner": settings.owner,
+        "retries": settings.task_retries,
+        "retry_delay": timedelta(minutes=2),
+        "execution_timeout": task_timeout,
+    },
+    params={
+        "ds": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Business day (YYYY-MM-DD)",
+            description="The day to process; empty: the day that ended before the logical date",
+        )
+    },
+    on_failure_callback=failure_callbacks(settings),
     tags=["tandem"],
     doc_md=__doc__,
 )
@@ -43,9 +70,19 @@ def tandem_nightly() -> None:
 
         ctx = get_current_context()
         run = ctx["dag_run"]
+        given = {"ds": ctx["params"].get("ds") or (run.conf or {}).get("ds")}
         return resolve_run_date(
-            run.conf, ctx.get("logical_date"), run.run_after, settings.business_tz
+            given, ctx.get("logical_date"), run.run_after, settings.business_tz
         ).isoformat()
+
+    @task(task_id="publish", outlets=list(assets.values()), **warehouse)
+    def publish(run_date: str) -> dict:
+        """Publish the day, then tell the outlet Assets which day (their events' ``extra``)."""
+        counts = nightly.publish(run_date)
+        events = get_current_context()["outlet_events"]
+        for table, asset in assets.items():
+            events[asset].extra = {"ds": run_date, "rows": counts.get(table)}
+        return counts
 
     ds = resolve_ds()
 
@@ -78,10 +115,12 @@ def tandem_nightly() -> None:
 
     checked = task(nightly.check, task_id="check", **warehouse)(ds)
     exported = task(nightly.export, task_id="export", **warehouse)(ds)
-    trained = task(nightly.train, task_id="train", queue=settings.train_queue)(ds)
+    trained = task(
+        nightly.train, task_id="train", queue=settings.train_queue, execution_timeout=train_timeout
+    )(ds)
     scored = task(nightly.score, task_id="score", queue=settings.train_queue)(ds)
     flagged = task(nightly.anomalies, task_id="anomalies", queue=settings.train_queue)(ds)
-    published = task(nightly.publish, task_id="publish", **warehouse)(ds)
+    published = publish(ds)
     reported = task(nightly.report, task_id="report")(ds)
 
     ds >> dbt >> checked >> exported

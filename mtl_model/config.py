@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -165,6 +166,15 @@ class Settings(BaseSettings):
     train_queue: Annotated[str, Field(min_length=1)] = "default"  # "gpu" with a GPU Celery worker
     warehouse_pool: Annotated[str, Field(min_length=1)] = "duckdb"
     task_retries: Count = 1
+    owner: Annotated[str, Field(min_length=1)] = "tandem"  # the owner of every task of the DAG
+    task_timeout_minutes: Positive = 120  # execution_timeout of every task
+    train_timeout_minutes: Count = 0  # execution_timeout of train (0: task_timeout_minutes)
+    # who hears of a failed night (the DAG's on_failure_callback; Airflow notifiers): off by default
+    notify: Literal["none", "smtp", "webhook"] = "none"
+    notify_webhook_url: str = ""  # notify=webhook: the URL a JSON summary is POSTed to
+    notify_email_to: Names = ()  # notify=smtp: recipients, comma-separated
+    notify_email_from: str = ""  # notify=smtp: sender ("": the SMTP connection's from_email)
+    notify_smtp_conn_id: Annotated[str, Field(min_length=1)] = "smtp_default"  # the Airflow connection
 
     @classmethod
     def settings_customise_sources(
@@ -219,6 +229,37 @@ class Settings(BaseSettings):
             known = ", ".join(LABELS)
             raise ValueError(f"tasks must be distinct names among {known}; got {','.join(value)!r}")
         return value
+
+    @field_validator("notify_email_to", mode="before")
+    @classmethod
+    def _comma_separated_addresses(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("notify_email_to")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if "@" not in a.strip("@") or any(c.isspace() for c in a)]
+        if bad:
+            raise ValueError(f"not an e-mail address: {bad[0]!r} (comma-separated, e.g. ops@example.com)")
+        return value
+
+    @field_validator("notify_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"not an http:// or https:// URL: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _notifier_complete(self) -> Settings:
+        if self.notify == "webhook" and not self.notify_webhook_url:
+            raise ValueError("notify_webhook_url: needed when notify=webhook (an http:// or https:// URL)")
+        if self.notify == "smtp" and not self.notify_email_to:
+            raise ValueError("notify_email_to: needed when notify=smtp (comma-separated addresses)")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

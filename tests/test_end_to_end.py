@@ -69,7 +69,7 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
     assert checks.height > 10 and checks.filter(pl.col("severity") == "error")["success"].all()
     assert feedback.height == 0  # nothing was published for the day before: nothing to judge
     page = (home / "reports" / f"ds={DS}" / "report.html").read_text()
-    assert f"night of {DS}" in page and "Data checks" in page and "Top anomalies" in page
+    assert f"the night of {DS}" in page and "Data checks:" in page and 'id="anomalies"' in page
     bots = set(pl.read_parquet(home / "truth" / "bots.parquet")["user_id"])
     assert bots and set(anomalies.head(len(bots))["entity_id"]) == bots  # planted click bots rank first
 

@@ -71,7 +71,9 @@ def add_query_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     """Register ``query`` on a ``tandem`` sub-command parser (``func`` = :func:`cmd_query`)."""
     p = subparsers.add_parser("query", help="SQL on the analyst catalog, read-only")
     p.add_argument("sql", help='e.g. "select ds, count(*) from recommendations group by ds"')
-    p.add_argument("--format", choices=("table", "csv"), default="table")
+    p.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="output format (default: %(default)s)"
+    )
     p.set_defaults(func=cmd_query)
     return p
 

@@ -7,18 +7,32 @@
   tandem show                                       row counts of the published tables
   tandem airflow scheduler                          any Airflow command, with Tandem's embedded config
 
+Exit status: 0 done; 1 a night failed (the failed task, its error line and its log are printed),
+`tandem show` found nothing published, or `tandem ingest` could read nothing; 2 bad usage, said in
+one line: a bad flag or date, a day that has not ended, a day with nothing landed, a bad TANDEM_*
+setting, a TANDEM_HOME that cannot be written.
+
 Settings come from TANDEM_* environment variables (see mtl_model/config.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
+from typing import IO, Any
 
 from mtl_model.config import SettingsError, load_settings
 from mtl_model.dates import parse_date
+from mtl_model.pipeline.preflight import Refused, check_nights
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- argument types
 
 
 def _date(text: str) -> date:
@@ -28,6 +42,75 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _int_from(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; every option's default after its help (unless it says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: Tandem's version and the versions of what it runs on (read when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from mtl_model import __version__
+
+        parts = []
+        for name in ("apache-airflow", "astronomer-cosmos", "dbt-core", "great-expectations", "torch"):
+            try:
+                parts.append(f"{name} {version(name)}")
+            except PackageNotFoundError:
+                parts.append(f"{name} (not installed)")
+        print(f"tandem {__version__} ({', '.join(parts)})")
+        parser.exit(EXIT_OK)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from mtl_model.sources.simulate import SimConfig, main_summary_line, simulate
 
@@ -35,102 +118,187 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     summary = simulate(load_settings(), args.start, args.days, config)
     print(f"{main_summary_line(summary)} in {time.perf_counter() - started:.1f}s")
-    return 0
+    return EXIT_OK
+
+
+def _progress(console: IO[str]) -> Callable[[Any], None]:
+    """One line per finished task, on the terminal the command was started from."""
+
+    def show(done: Any) -> None:
+        width = len(str(done.total))
+        console.write(
+            f"  [{done.done:>{width}}/{done.total}] {done.state:<7} {done.task_id} ({done.seconds:.1f}s)\n"
+        )
+        console.flush()
+
+    return show
+
+
+def _nights(prog: str, days: list[date]) -> int:
+    """Run the nightly DAG for each day in order; stop at the first that fails (exit status 1)."""
+    from mtl_model.pipeline.airflow_env import (
+        DAG_ID,
+        NightFailed,
+        format_durations,
+        is_ready,
+        log_dir,
+        run_day,
+    )
+
+    settings = load_settings()
+    check_nights(settings, days)
+    sys.stdout.flush()
+    with os.fdopen(os.dup(1), "w") as console:  # the run sends fds 1 and 2 to its log files
+        for i, ds in enumerate(days):
+            first = "" if is_ready(settings) else "; first run: setting up Airflow's metadata DB (~20 s)"
+            print(f"{prog} ds={ds}: starting (logs: {log_dir(settings, DAG_ID, ds)}{first})", flush=True)
+            started = time.perf_counter()
+            try:
+                durations = run_day(settings, ds, progress=_progress(console))
+            except NightFailed as failed:
+                for line in failed.lines(prog):
+                    print(line, file=sys.stderr)
+                if days[i + 1 :]:
+                    print(f"  not run: {len(days) - i - 1} later day(s) from {days[i + 1]}", file=sys.stderr)
+                return EXIT_FAILED
+            seconds = time.perf_counter() - started
+            print(f"{prog} ds={ds}: success in {seconds:.0f}s ({format_durations(durations)})", flush=True)
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mtl_model.pipeline.airflow_env import format_durations, run_day
-
-    started = time.perf_counter()
-    durations = run_day(load_settings(), args.ds)
-    seconds = time.perf_counter() - started
-    print(f"tandem run ds={args.ds}: success in {seconds:.0f}s ({format_durations(durations)})")
-    return 0
+    return _nights("tandem run", [args.ds])
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from mtl_model.pipeline.airflow_env import format_durations, run_day
-
     if args.end < args.start:
-        raise SystemExit("--end is before --start")
-    settings = load_settings()
-    day = args.start
-    while day <= args.end:
-        started = time.perf_counter()
-        durations = run_day(settings, day)
-        print(
-            f"tandem backfill ds={day}: success in {time.perf_counter() - started:.0f}s "
-            f"({format_durations(durations)})"
-        )
-        day += timedelta(days=1)
-    return 0
+        raise Refused(f"--end {args.end} is before --start {args.start}")
+    days = [args.start + timedelta(days=k) for k in range((args.end - args.start).days + 1)]
+    return _nights("tandem backfill", days)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """The night's summary; exit status 1 when nothing (or not the asked day) is published."""
+    settings = load_settings()
+    recs = settings.published_dir / "recommendations"
+    if not settings.catalog_path.exists() or not any(recs.glob("ds=*/*.parquet")):
+        print(
+            f"tandem show: nothing published yet in {settings.published_dir}: "
+            "run `tandem run --ds YYYY-MM-DD` first",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.ds is not None and not any(settings.published("recommendations", args.ds).glob("*.parquet")):
+        print(f"tandem show: nothing published for ds={args.ds} in {settings.published_dir}", file=sys.stderr)
+        return EXIT_FAILED
     from mtl_model.outputs.report import print_summary
 
-    print_summary(load_settings(), args.ds)
-    return 0
+    print_summary(settings, args.ds)
+    return EXIT_OK
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Run an Airflow command (scheduler, dag-processor, api-server, backfill create, …) with the
     environment of the embedded deployment, after migrating its metadata DB once."""
-    import os
-
     from mtl_model.pipeline.airflow_env import ensure_ready
 
     ensure_ready(load_settings())
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args.airflow_args])
-    return 0  # not reached
+    return EXIT_OK  # not reached
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+def _add_night_parsers(sub: argparse._SubParsersAction) -> None:
+    checked = """\
+Before Airflow starts, each day is checked (the format; ended in TANDEM_BUSINESS_TZ; its events,
+items and users landed; an earlier landed day to train on), and so are the settings and TANDEM_HOME:
+a refusal is one line, exit status 2. Airflow, dbt and task output go to
+TANDEM_HOME/logs/tandem_nightly/ds=D/ (run.log, and one log per task); the terminal gets a line per
+finished task. A failed night prints the failed task, its error line and its log: exit status 1.
+Runs in this process do not retry a failed task."""
+    p = sub.add_parser(
+        "run", help="run the nightly DAG for one day, in process (dag.test)", description=checked
+    )
+    p.add_argument("--ds", type=_date, required=True, help="the business day to process, YYYY-MM-DD")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "backfill", help="run the nightly DAG for each day from --start to --end", description=checked
+    )
+    p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--end", type=_date, required=True, help="last day (included), YYYY-MM-DD")
+    p.set_defaults(func=cmd_backfill)
+
+
+def _tidy(sub: argparse._SubParsersAction) -> None:
+    """Every date flag reads its error in words (not 'invalid parse_date value'); every flag has help."""
+    for parser in sub.choices.values():
+        for action in parser._actions:
+            if action.type is parse_date:
+                action.type = _date
+            if action.help is None and action.dest == "fmt":
+                action.help = "the dataset's format (docs/datasets.md)"
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    """The dbt docs site, with the settings passed; then where the report, index and Data Docs are."""
+    from mtl_model.pipeline.docs import docs
+
+    return docs(load_settings())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tandem", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="tandem", description=__doc__)
+    parser.add_argument("--version", action=_Version, help="print the versions and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("simulate", help="write a simulated landing zone for a date range")
-    p.add_argument("--start", type=_date, required=True)
-    p.add_argument("--days", type=int, required=True)
-    p.add_argument("--users", type=int, default=2000)
-    p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--bot-rate", type=float, default=0.005)
+    p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--days", type=_int_from(1), required=True, help="how many days, from --start")
+    p.add_argument("--users", type=_int_from(1), default=2000, help="simulated users")
+    p.add_argument("--items", type=_int_from(1), default=1000, help="simulated items")
+    p.add_argument("--seed", type=_int_from(0), default=42, help="random seed (same seed, same files)")
+    p.add_argument("--bot-rate", type=_rate, default=0.005, help="share of users that are click bots")
     p.set_defaults(func=cmd_simulate)
 
     from mtl_model.sources.ingest import add_ingest_parser
 
     add_ingest_parser(sub)
+    _add_night_parsers(sub)
 
-    p = sub.add_parser("run", help="run the nightly DAG for one day, in process")
-    p.add_argument("--ds", type=_date, required=True)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("backfill", help="run the nightly DAG for each day from --start to --end")
-    p.add_argument("--start", type=_date, required=True)
-    p.add_argument("--end", type=_date, required=True)
-    p.set_defaults(func=cmd_backfill)
-
-    p = sub.add_parser("show", help="summarise the published tables")
-    p.add_argument("--ds", type=_date, default=None)
+    p = sub.add_parser("show", help="summarise the published tables (exit status 1: nothing published)")
+    p.add_argument("--ds", type=_date, default=None, help="the day to show (default: the latest published)")
     p.set_defaults(func=cmd_show)
 
+    from mtl_model.outputs.query import add_query_parser
+
+    add_query_parser(sub)
+    p = sub.add_parser("docs", help="build the dbt docs of the project and say where every page is")
+    p.set_defaults(func=cmd_docs)
+
     p = sub.add_parser("airflow", help="run an Airflow command with the embedded deployment's settings")
-    p.add_argument("airflow_args", nargs=argparse.REMAINDER)
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER, help="the Airflow command and its arguments")
     p.set_defaults(func=cmd_airflow)
+    _tidy(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; bad settings are refused in one line with exit code 2 (bad usage)."""
+    """Run one command. Bad usage (a flag, a setting, a refused night) is one line, exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SettingsError as exc:
         print(f"tandem: bad settings: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except Refused as exc:
+        print(f"tandem {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tandem: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
