@@ -316,11 +316,12 @@ def _record_epoch(
     return EpochInfo(progress.epoch, losses, score, weights, progress.best_epoch, progress.stopped)
 
 
-def _log_epoch(info: EpochInfo, epochs: int) -> None:
+def _log_epoch(info: EpochInfo, epochs: int, samples_per_s: float) -> None:
     log.info(
-        "epoch %d/%d: train loss %s, validation mean AUC %.5f, loss weights %s%s",
+        "epoch %d/%d: %.0f samples/s, train loss %s, validation mean AUC %.5f, loss weights %s%s",
         info.epoch,
         epochs,
+        samples_per_s,
         {t: round(v, 5) for t, v in info.train_losses.items()},
         info.valid_score,
         [round(w, 4) for w in info.loss_weights],
@@ -391,7 +392,7 @@ def fit_model(
         losses = {t: float(v) / max(n, 1) for t, v in zip(tasks, totals.cpu(), strict=True)}
         score = validation_score(model, valid, device)
         info = _record_epoch(progress, trainer, losses, score, epoch_seconds, settings.patience)
-        _log_epoch(info, settings.epochs)
+        _log_epoch(info, settings.epochs, n / epoch_seconds if epoch_seconds > 0 else float("nan"))
         if ckpt_path is not None and world[0] == 0:
             _save_checkpoint(ckpt_path, fingerprint, trainer, progress)
         for callback in callbacks:

@@ -32,7 +32,9 @@ def run_backfill(settings: Settings, end: date, days: int) -> None:
         log = run_logged(settings, ds)
         done = [line for line in Path(log).read_text().splitlines() if line.startswith("tandem run ds=")]
         tasks = done[-1].partition("(")[2].rstrip(")") if done else ""
-        print(f"  ds={ds} done in {time.perf_counter() - t0:.0f}s: {tasks}\n  Airflow and dbt log: {log}")
+        task_logs = settings.home / "logs" / "tandem_nightly" / f"ds={ds}"
+        print(f"  ds={ds} done in {time.perf_counter() - t0:.0f}s: {tasks}")
+        print(f"  task logs: {task_logs}/ (summary: {log})")
 
 
 def run_logged(settings: Settings, ds: date) -> str:
