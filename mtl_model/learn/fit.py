@@ -318,11 +318,11 @@ def _record_epoch(
 
 def _log_epoch(info: EpochInfo, epochs: int, samples_per_s: float) -> None:
     log.info(
-        "epoch %d/%d: %.0f samples/s, train loss %s, validation mean AUC %.5f, loss weights %s%s",
+        "epoch %d/%d: train loss %s, %.0f samples/s, validation mean AUC %.5f, loss weights %s%s",
         info.epoch,
         epochs,
-        samples_per_s,
         {t: round(v, 5) for t, v in info.train_losses.items()},
+        samples_per_s,
         info.valid_score,
         [round(w, 4) for w in info.loss_weights],
         "; early stop" if info.stop else "",
