@@ -24,6 +24,7 @@ from mtl_model.sources.simulate import (
     simulate,
     true_probabilities,
 )
+from mtl_model.sources.simulator.bad_data import BAD_ROW_KINDS, BAD_ROWS_SCHEMA
 
 START = date(2024, 3, 1)
 DAYS = 3
@@ -429,18 +430,8 @@ BAD_SWITCHES = {
     "truncated_csv_rate": 1.0,
     "write_csv": True,
 }
-ROW_KINDS = {
-    "duplicate",
-    "null_event_id",
-    "null_user_id",
-    "null_item_id",
-    "null_event_time",
-    "unknown_event_type",
-    "price_out_of_range",
-    "future_event_time",
-    "late_event",
-    "truncated_line",
-}
+# every kind the switches above plant as rows (drift and an empty day are day-level kinds)
+ROW_KINDS = set(BAD_ROW_KINDS) - {"added_column", "missing_column", "empty_day"}
 CONTRACT_TYPES = set(EVENT_TYPES)
 
 
@@ -463,12 +454,7 @@ def test_bad_rows_are_where_the_truth_says(bad):
     tz = ZoneInfo(dirty.business_tz)
     for day in BAD_DAYS:
         truth = _bad_rows(dirty, day)
-        assert truth.schema == {
-            "event_id": pl.String,
-            "kind": pl.String,
-            "row": pl.Int64,
-            "detail": pl.String,
-        }
+        assert truth.schema == BAD_ROWS_SCHEMA
         assert set(truth["kind"]) == ROW_KINDS, day
         ev = pl.read_parquet(_part(dirty, "events", day))
         assert ev.schema == EVENTS_SCHEMA
