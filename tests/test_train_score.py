@@ -151,7 +151,8 @@ def samples_per_day() -> int:
 def test_train_learns_signal_and_writes_metrics(trained) -> None:
     settings, result = trained
     assert result.promoted and result.reason == "no current model"
-    assert result.n_valid == samples_per_day() and result.n_train == 6 * samples_per_day()
+    assert result.n_valid + result.n_test == samples_per_day() and result.n_train == 6 * samples_per_day()
+    assert 0.35 * samples_per_day() < result.n_test < 0.65 * samples_per_day()  # test_fraction 0.5 of users
     assert result.metrics["click"]["auc"] > 0.65
     assert result.metrics["cart"]["auc"] > 0.6
     for task in TASKS:
@@ -159,9 +160,19 @@ def test_train_learns_signal_and_writes_metrics(trained) -> None:
         assert 0.5 < result.metrics[task]["gauc"] < 1
     df = pl.read_parquet(result.metrics_path)
     assert df.schema == pl.Schema(METRICS_SCHEMA)
-    assert set(df["split"]) == {"validation"} and set(df["model_version"]) == {result.version}
+    assert set(df["split"]) == {"validation", "test"} and set(df["model_version"]) == {result.version}
     assert set(df["task"]) == {*TASKS, "all"}
-    got = {(r["task"], r["metric"]): r["value"] for r in df.iter_rows(named=True)}
+    assert df.select("split", "task", "metric").is_duplicated().sum() == 0
+    got = {(r["task"], r["metric"]): r["value"] for r in df.filter(split="validation").iter_rows(named=True)}
+    test = {(r["task"], r["metric"]): r["value"] for r in df.filter(split="test").iter_rows(named=True)}
+    assert test[("click", "auc")] == result.test_metrics["click"]["auc"] > 0.65  # the night's figure
+    assert test[("all", "n_test")] == result.n_test and ("all", "promoted") not in test
+    for task in TASKS:  # every AUC carries its class counts and standard error
+        n_pos, n_neg, se = (test[(task, k)] for k in ("n_pos", "n_neg", "auc_se"))
+        assert n_pos + n_neg == result.n_test and 0 < se < 0.1
+        assert got[(task, "n_pos")] + got[(task, "n_neg")] == result.n_valid
+        assert 0 < got[(task, "auc_se_single_task")] < 0.1 and (task, "n_pos_single_task") not in got
+    assert not any(metric.endswith("_views") for _, metric in got)  # no exposure column: no views rows
     assert got[("click", "auc")] == result.metrics["click"]["auc"]
     assert got[("all", "n_train")] == result.n_train and got[("all", "n_valid")] == result.n_valid
     assert ("all", "samples_per_s") not in got and result.samples_per_s > 0  # speed is not a model metric
@@ -639,3 +650,26 @@ def test_a_backfilled_older_day_is_judged_and_scored_by_the_registry_as_of_that_
     assert set(pl.read_parquet(score(settings, DS))["model_version"]) == {later.version}
     again = train(settings, DS)  # a rerun of DS is judged against what served DS: itself
     assert again.version == later.version and again.promoted
+
+
+def test_metrics_among_real_views_when_the_samples_tell_them(samples: pl.DataFrame, tmp_path: Path) -> None:
+    """With an ``exposure`` column (view-only sources), every split also gets ``*_views`` rows: the
+    metrics among real exposures, sampled negatives left out."""
+    rng = np.random.default_rng(3)
+    sampled = (samples["click"] == 0).to_numpy() & (rng.random(samples.height) < 0.6)
+    kinds = np.where(sampled, "sampled", np.where(rng.random(samples.height) < 0.1, "implied", "view"))
+    settings = quick(tmp_path, epochs=1)
+    write_inputs(settings, samples.with_columns(pl.Series("exposure", kinds)))
+    result = train(settings, DS)
+    df = pl.read_parquet(result.metrics_path)
+    for split in ("validation", "test"):
+        got = {(r["task"], r["metric"]): r["value"] for r in df.filter(split=split).iter_rows(named=True)}
+        assert {("cart", "auc_views"), ("cart", "auc_se_views"), ("all", "mean_auc_views")} <= set(got)
+        assert (
+            got[("cart", "n_pos_views")] + got[("cart", "n_neg_views")]
+            < got[("cart", "n_pos")] + got[("cart", "n_neg")]
+        )
+    assert (
+        result.test_metrics["cart"]["auc_views"]
+        == df.filter(split="test", task="cart", metric="auc_views")["value"][0]
+    )

@@ -14,12 +14,14 @@
   the events or ``exposure_id`` is missing, or fewer than ``TRUTH_MIN_COVERAGE`` of the validation
   rows match, the ceiling is skipped (logged), never guessed.
 
-:func:`reference_metrics` measures all three on the validation day (the nightly train step calls it).
+:func:`reference_metrics` measures all three on each split of the day (validation and test; the nightly
+train step calls it), among real exposures too where the samples tell them apart.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,9 @@ import polars as pl
 import torch
 
 from mtl_model.config import Settings
+from mtl_model.files import glob_literal
 from mtl_model.learn.device import deterministic
-from mtl_model.learn.evaluate import TaskMetrics, task_metrics
+from mtl_model.learn.evaluate import EvalSet, TaskMetrics, set_metrics
 from mtl_model.learn.features import Encoders
 from mtl_model.learn.fit import fit_model
 from mtl_model.learn.networks import predict_proba
@@ -114,7 +117,7 @@ def truth_paths(home: Path, landing_dir: Path, ds: date) -> tuple[str, str] | No
     events_dir = landing_dir / "events" / f"ds={ds}"
     if not truth_file.exists() or not events_dir.is_dir() or not any(events_dir.glob("*.parquet")):
         return None
-    return str(events_dir / "*.parquet"), str(truth_file)
+    return f"{glob_literal(events_dir)}/*.parquet", str(truth_file)
 
 
 def reference_metrics(
@@ -122,74 +125,70 @@ def reference_metrics(
     ds: date,
     model_kwargs: dict[str, Any],
     encoders: Encoders,
-    frames: tuple[pl.DataFrame, pl.DataFrame],
-    tensors: tuple[torch.Tensor, ...],
-    groups: np.ndarray,
+    train: tuple[pl.DataFrame, tuple[torch.Tensor, ...]],
+    sets: Sequence[EvalSet],
     device: torch.device,
-) -> dict[str, TaskMetrics]:
-    """Metrics of the references on the validation day: name -> task -> metrics (see the module).
+) -> dict[str, dict[str, TaskMetrics]]:
+    """Metrics of the references on each split of the day: split -> name -> task -> metrics.
 
-    ``frames``: (training rows, validation rows); ``tensors``: the encoded (cat, num, labels) of the
-    training rows, then of the validation rows; ``groups``: the user of each validation row.
+    ``train``: the training rows and their encoded (cat, num, labels); ``sets``: the splits of the day,
+    the first one (validation) picking the single-task models' epochs, as it does the joint model's.
     """
     tasks = tuple(settings.tasks)
-    train_df, valid_df = frames
-    labels = tensors[5].numpy()
-    pop = popularity_scores(train_df, valid_df, tasks)
-    out = {
-        "popularity": {t: task_metrics(labels[:, i], pop[t].to_numpy(), groups) for i, t in enumerate(tasks)}
-    }
-    out["single_task"] = _single_task_metrics(settings, model_kwargs, encoders, tensors, groups, device)
-    truth = _truth_metrics(settings, ds, valid_df, labels, groups)
-    if truth is not None:
-        out["truth"] = truth
+    train_df, train_tensors = train
+    out: dict[str, dict[str, TaskMetrics]] = {es.split: {} for es in sets}
+    for es in sets:
+        pop = popularity_scores(train_df, es.df, tasks)
+        out[es.split]["popularity"] = set_metrics(es, tasks, {t: pop[t].to_numpy() for t in tasks})
+    single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device)
+    for es, probs in zip(sets, single, strict=True):
+        out[es.split]["single_task"] = set_metrics(es, tasks, probs)
+    for es in sets:
+        truth = _truth_probs(settings, ds, es.df)
+        if truth is not None:
+            out[es.split]["truth"] = set_metrics(es, tasks, truth)
     return out
 
 
-def _single_task_metrics(
+def _single_task_probs(
     settings: Settings,
     model_kwargs: dict[str, Any],
     encoders: Encoders,
-    tensors: tuple[torch.Tensor, ...],
-    groups: np.ndarray,
+    train_tensors: tuple[torch.Tensor, ...],
+    sets: Sequence[EvalSet],
     device: torch.device,
-) -> TaskMetrics:
-    """One model per task: the joint model's architecture and settings, one fixed-weight loss, no ESMM."""
-    cat_tr, num_tr, y_tr, cat_va, num_va, y_va = tensors
-    labels = y_va.numpy()
-    single: TaskMetrics = {}
+) -> list[dict[str, np.ndarray]]:
+    """One model per task: the joint model's architecture and settings, one fixed-weight loss, no
+    ESMM, its epoch picked on ``sets[0]``; its predictions on every set."""
+    cat_tr, num_tr, y_tr = train_tensors[:3]
+    selection = sets[0]
+    probs: list[dict[str, np.ndarray]] = [{} for _ in sets]
     for i, task in enumerate(settings.tasks):
         with deterministic(settings.seed):
             model = build_network(settings, encoders, (task,), {**model_kwargs, "esmm": False}).to(device)
             fit_model(
                 model,
                 (cat_tr, num_tr, y_tr[:, i : i + 1]),
-                (cat_va, num_va, y_va[:, i : i + 1]),
+                (selection.cat, selection.num, selection.y[:, i : i + 1]),
                 settings,
                 device=device,
                 weighting=make_weighting("fixed", 1),
             )
-            probs = predict_proba(model, cat_va, num_va, device=device)[task].numpy()
-        single[task] = task_metrics(labels[:, i], probs, groups)
-    return single
+            for out, es in zip(probs, sets, strict=True):
+                out[task] = predict_proba(model, es.cat, es.num, device=device)[task].numpy()
+    return probs
 
 
-def _truth_metrics(
-    settings: Settings, ds: date, valid_df: pl.DataFrame, labels: np.ndarray, groups: np.ndarray
-) -> TaskMetrics | None:
-    """The simulator's true probabilities scored like a model, or None when they are not available."""
+def _truth_probs(settings: Settings, ds: date, rows: pl.DataFrame) -> dict[str, np.ndarray] | None:
+    """The simulator's true probabilities of ``rows`` (task -> [N]), or None when not available."""
     tasks = tuple(settings.tasks)
     paths = truth_paths(settings.home, settings.landing_dir, ds)
     if paths is None:
         log.info("truth ceiling skipped: no simulator truth or landing events for ds=%s", ds)
         return None
     try:
-        truth = truth_probabilities(*paths, valid_df, tasks)
+        truth = truth_probabilities(*paths, rows, tasks)
     except Exception as exc:  # noqa: BLE001 - the ceiling is optional, never fails a night
         log.warning("truth ceiling skipped: %s", exc)
         return None
-    if truth is None:
-        return None
-    return {
-        t: task_metrics(labels[:, i], truth[t].to_numpy(), groups) for i, t in enumerate(tasks) if t in truth
-    }
+    return None if truth is None else {t: v.to_numpy() for t, v in truth.items()}

@@ -1,17 +1,30 @@
-"""Validation-day metrics: per-task AUC / GAUC / log loss / positive rate, the score that early
-stopping follows, and the ``model_metrics`` rows that the nightly train step publishes."""
+"""Metrics of the held-out day: per-task AUC (with its standard error and class counts) / GAUC / log
+loss / positive rate, the score that early stopping follows, and the ``model_metrics`` rows that the
+nightly train step publishes.
+
+The day ``ds`` is cut by user hash (:func:`mtl_model.learn.samples.split_test`) into the
+**validation** split (it picks the epoch and the promotion) and the **test** split (the night's
+reported metrics: nothing was chosen on it). Each split is an :class:`EvalSet`. When the samples tell
+real exposures from sampled negatives, every metric is also measured among the real exposures only,
+named with the suffix ``_views``.
+
+Metric names in ``model_metrics``: ``<base>[_<reference>][_views]``, with ``base`` in
+:data:`TASK_METRICS`, ``reference`` in :data:`BASELINE_SUFFIXES`; task ``all``: ``mean_auc``
+(``mean_auc_<reference>``, ``mean_auc[_<reference>]_views``) and the night's counts.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import polars as pl
 import torch
 
-from mtl_model.learn.metrics import auc, gauc, log_loss
+from mtl_model.learn.metrics import auc, auc_standard_error, gauc, log_loss
 from mtl_model.learn.networks import predict_proba
 
 METRICS_SCHEMA = {
@@ -25,30 +38,67 @@ METRICS_SCHEMA = {
 # model_metrics rows of the references carry the main model's version and metric names with a suffix:
 # auc_popularity, gauc_single_task, logloss_truth, … (task "all": mean_auc_<suffix>).
 BASELINE_SUFFIXES = ("popularity", "single_task", "truth")
+SPLITS = ("validation", "test")  # validation: picks the epoch and the promotion; test: reported
+VIEWS = "_views"  # the suffix of the metrics among real exposures (view-only sources)
+# the per-task metrics; a reference writes all but the class counts and the positive rate (the rows')
+TASK_METRICS = ("auc", "auc_se", "n_pos", "n_neg", "gauc", "logloss", "positive_rate")
+_ROW_METRICS = ("n_pos", "n_neg", "positive_rate")
 
-TaskMetrics = dict[str, dict[str, float]]  # task -> {"auc", "gauc", "logloss", "positive_rate"}
+TaskMetrics = dict[str, dict[str, float]]  # task -> {"auc", "auc_se", "n_pos", …}, "_views" keys too
 MetricRow = tuple[str, str, float]  # (task, metric, value)
 
 
-def evaluate(
-    model: torch.nn.Module,
-    cat: torch.Tensor,
-    num: torch.Tensor,
-    y: torch.Tensor,
-    device: torch.device,
-    groups: np.ndarray | None = None,
-) -> TaskMetrics:
-    """AUC, GAUC (when ``groups``, the user of each row, is given), log loss and positive rate per task."""
-    probs = predict_proba(model, cat, num, device=device)
-    labels = y.numpy()
-    return {
-        task: task_metrics(labels[:, i], probs[task].numpy(), groups) for i, task in enumerate(model.tasks)
-    }
+@dataclass(frozen=True)
+class EvalSet:
+    """One split of the day ``ds``, encoded: what the metrics are measured on."""
+
+    split: str  # one of SPLITS
+    df: pl.DataFrame
+    cat: torch.Tensor
+    num: torch.Tensor
+    y: torch.Tensor  # labels [N, T]
+    groups: np.ndarray  # the user of each row (GAUC)
+    real: np.ndarray | None = None  # real exposures (bool [N]); None: no sampled negatives to leave out
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.cat, self.num, self.y
+
+    @property
+    def height(self) -> int:
+        return int(self.y.shape[0])
+
+
+def set_metrics(es: EvalSet, tasks: Sequence[str], probs: dict[str, np.ndarray]) -> TaskMetrics:
+    """The metrics of the predictions ``probs`` (task -> [N]) on ``es``: on all rows, and among the
+    real exposures (keys with ``_views``) when ``es.real`` is given. Tasks not in ``probs`` are left out."""
+    labels = es.y.numpy()
+    out: TaskMetrics = {}
+    for i, task in enumerate(tasks):
+        if task not in probs:
+            continue
+        p = np.asarray(probs[task])
+        out[task] = task_metrics(labels[:, i], p, es.groups)
+        if es.real is not None:
+            views = task_metrics(labels[es.real, i], p[es.real], es.groups[es.real])
+            out[task] |= {k + VIEWS: v for k, v in views.items()}
+    return out
+
+
+def evaluate(model: torch.nn.Module, es: EvalSet, device: torch.device) -> TaskMetrics:
+    """The model's metrics on ``es`` (see :func:`set_metrics`)."""
+    probs = predict_proba(model, es.cat, es.num, device=device)
+    return set_metrics(es, tuple(model.tasks), {t: v.numpy() for t, v in probs.items()})
 
 
 def task_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None) -> dict[str, float]:
-    """The metrics of one task's predictions ``probs`` against its 0/1 ``labels``."""
+    """The metrics of one task's predictions ``probs`` against its 0/1 ``labels`` (see
+    :data:`TASK_METRICS`; ``auc_se``: Hanley–McNeil)."""
+    y = np.asarray(labels).astype(bool)
+    n_pos = int(y.sum())
     out = {"auc": auc(labels, probs)}
+    out["auc_se"] = float(auc_standard_error(out["auc"], n_pos, y.size - n_pos))
+    out["n_pos"], out["n_neg"] = float(n_pos), float(y.size - n_pos)
     if groups is not None:
         out["gauc"] = gauc(labels, probs, groups)
     out["logloss"] = log_loss(labels, probs)
@@ -76,26 +126,48 @@ def validation_score(
     return -float(np.mean([log_loss(labels[:, i], probs[t].numpy()) for i, t in enumerate(model.tasks)]))
 
 
-def metrics_rows(
-    metrics: TaskMetrics, baselines: dict[str, TaskMetrics], summary: Sequence[MetricRow]
-) -> list[MetricRow]:
-    """The ``model_metrics`` rows: the model's metrics per task, the references' with their suffix
-    (no positive rate: it is the model's), ``summary`` (task "all") and each reference's mean AUC."""
-    rows = [(t, k, v) for t, m in metrics.items() for k, v in m.items()]
-    for name, per_task in baselines.items():
-        rows += [
-            (t, f"{k}_{name}", v) for t, m in per_task.items() for k, v in m.items() if k != "positive_rate"
-        ]
-    rows += list(summary)
-    rows += [
-        ("all", f"mean_auc_{name}", mean_finite([m["auc"] for m in per_task.values()]))
-        for name, per_task in baselines.items()
-    ]
+def metric_name(base: str, reference: str = "") -> str:
+    """``auc`` + ``single_task`` → ``auc_single_task``; ``auc_views`` + ``single_task`` →
+    ``auc_single_task_views`` (the ``_views`` suffix stays last)."""
+    views = base.endswith(VIEWS)
+    stem = base.removesuffix(VIEWS) if views else base
+    return stem + (f"_{reference}" if reference else "") + (VIEWS if views else "")
+
+
+def mean_aucs(metrics: TaskMetrics, reference: str = "") -> list[MetricRow]:
+    """Task ``all``: ``mean_auc`` (with the reference's suffix) and, when measured, ``mean_auc_views``."""
+    rows = [("all", metric_name("mean_auc", reference), mean_finite([m["auc"] for m in metrics.values()]))]
+    views = [m["auc" + VIEWS] for m in metrics.values() if "auc" + VIEWS in m]
+    if views:
+        rows.append(("all", metric_name("mean_auc" + VIEWS, reference), mean_finite(views)))
     return rows
 
 
-def metrics_frame(ds: date, version: str, rows: Sequence[MetricRow]) -> pl.DataFrame:
-    """``model_metrics`` rows (task, metric, value) as the published schema, split ``validation``.
+def metrics_rows(
+    metrics: TaskMetrics, baselines: dict[str, TaskMetrics], summary: Sequence[MetricRow]
+) -> list[MetricRow]:
+    """The ``model_metrics`` rows of one split: the model's metrics per task, the references' with
+    their suffix (no class counts or positive rate: those are the rows'), its mean AUCs, ``summary``
+    (task "all") and each reference's mean AUCs."""
+    rows = [(t, k, v) for t, m in metrics.items() for k, v in m.items()]
+    for name, per_task in baselines.items():
+        rows += [
+            (t, metric_name(k, name), v)
+            for t, m in per_task.items()
+            for k, v in m.items()
+            if k.removesuffix(VIEWS) not in _ROW_METRICS
+        ]
+    rows += mean_aucs(metrics)
+    rows += list(summary)
+    for name, per_task in baselines.items():
+        rows += mean_aucs(per_task, name)
+    return rows
+
+
+def metrics_frame(
+    ds: date, version: str, rows: Sequence[MetricRow], split: str = "validation"
+) -> pl.DataFrame:
+    """``model_metrics`` rows (task, metric, value) of one ``split`` as the published schema.
 
     Undefined values (e.g. AUC on a day without positives) are written as null, not NaN.
     """
@@ -106,7 +178,7 @@ def metrics_frame(ds: date, version: str, rows: Sequence[MetricRow]) -> pl.DataF
             "task": [r[0] for r in rows],
             "metric": [r[1] for r in rows],
             "value": [float(r[2]) if math.isfinite(float(r[2])) else None for r in rows],
-            "split": ["validation"] * len(rows),
+            "split": [split] * len(rows),
         },
         schema=METRICS_SCHEMA,
     )

@@ -6,11 +6,16 @@
   ``torch.optim.SparseAdam``, in O(rows touched)) updates only the rows a batch touched, ``Adam``
   (the fused kernel: one pass per parameter) the dense rest. Dense Adam passes over every row of every
   table each step (see ``docs/benchmarks.md``);
+* regularisation (docs/models.md): decoupled weight decay (AdamW) of the dense layers
+  (``weight_decay``) and of the embedding rows (``embedding_weight_decay``: lazily, on the rows a batch
+  touches, for sparse embeddings), and a learning rate that follows ``lr_schedule`` over the steps of
+  ``epochs`` (a cosine down to :data:`LR_FLOOR` of it), so later epochs move the weights less;
 * task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
   optional class-imbalance handling;
-* after every epoch the validation day's mean AUC is measured; training stops after ``patience``
+* after every epoch the validation split's mean AUC is measured; training stops after ``patience``
   epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum). The
-  validation day therefore also picks the epoch: its metrics are slightly optimistic;
+  validation split therefore picks the epoch and its metrics are optimistic: the night reports the
+  test split (see :mod:`mtl_model.learn.train`);
 * a checkpoint is written after every epoch (model, optimizers, loss weighting, RNG, early-stopping
   state) into ``checkpoint_dir``; a run with the same fingerprint that finds one resumes after its
   last epoch and ends with the same weights as an uninterrupted run;
@@ -48,6 +53,7 @@ from mtl_model.learn.weighting import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+LR_FLOOR = 0.1  # the cosine schedule ends at this share of learning_rate
 Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (cat [N, C], num [N, F], y [N, T])
 
 
@@ -109,6 +115,9 @@ class _Trainer:
     pos_weight: list[float]
     focal_gamma: float
     world: tuple[int, int]
+    lr: float = 1e-3  # the base learning rate
+    schedule: str = "constant"  # lr_schedule
+    total_steps: int = 1  # steps of all epochs (the schedule's length)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -139,19 +148,29 @@ class _Trainer:
             self.opt_sparse.step()
         return losses
 
+    def set_step(self, step: int) -> None:
+        """The learning rate of step ``step`` (0-based, over all epochs) in every optimizer group."""
+        lr = self.lr * lr_factor(self.schedule, step, self.total_steps)
+        for opt in (self.opt_dense, self.opt_sparse):
+            for group in opt.param_groups if opt is not None else ():
+                group["lr"] = lr
+
     def train_epoch(
-        self, data: Tensors3, batch_size: int, device: torch.device
+        self, data: Tensors3, batch_size: int, device: torch.device, epochs_done: int = 0
     ) -> tuple[torch.Tensor, float]:
-        """One pass over ``data`` in a seeded order: the task losses summed over rows [T], and seconds."""
+        """One pass over ``data`` in a seeded order: the task losses summed over rows [T], and seconds.
+        ``epochs_done``: the epochs before this one (where the learning-rate schedule stands)."""
         rank, world_size = self.world
         cat, num, y = data
         n = cat.shape[0]
+        first_step = epochs_done * math.ceil(n / batch_size)
         self.model.train()
         self.weighting.train()
         perm = torch.randperm(n, generator=self.generator).to(device)
         totals = torch.zeros(len(self.tasks), device=device)
         t0 = time.perf_counter()
-        for lo in range(0, n, batch_size):
+        for k, lo in enumerate(range(0, n, batch_size)):
+            self.set_step(first_step + k)
             idx = perm[lo : lo + batch_size]
             if world_size > 1:  # this process's share of the global batch
                 idx = idx[rank::world_size]
@@ -178,6 +197,43 @@ class _Trainer:
             self.opt_sparse.load_state_dict(ckpt["opt_sparse"])
         self.weighting.load_state_dict(ckpt["weighting"])
         self.generator.set_state(ckpt["generator"])
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The share of the base learning rate at ``step`` of ``total_steps``: 1 for ``constant``; for
+    ``cosine``, from 1 at the first step down to :data:`LR_FLOOR` at the last."""
+    if schedule == "constant" or total_steps <= 1:
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {schedule!r}: constant or cosine")
+    t = min(max(step / (total_steps - 1), 0.0), 1.0)
+    return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _optimizers(
+    model: torch.nn.Module, weighting: LossWeighting, settings: Settings
+) -> tuple[torch.optim.Optimizer, RowSparseAdam | None]:
+    """AdamW (fused) over the dense parameters in three groups (layers: ``weight_decay``; dense
+    embedding tables: ``embedding_weight_decay``; loss-weighting parameters: none), and a
+    :class:`RowSparseAdam` over the sparse embedding tables (``embedding_weight_decay``)."""
+    sparse_params, dense_params = split_parameters(model)
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    groups = [
+        {"params": [p for p in dense_params if id(p) not in tables], "weight_decay": settings.weight_decay},
+        {
+            "params": [p for p in dense_params if id(p) in tables],
+            "weight_decay": settings.embedding_weight_decay,
+        },
+        {"params": model_optimizer_parameters(weighting), "weight_decay": 0.0},
+    ]
+    lr = settings.learning_rate
+    opt_dense = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+    opt_sparse = (
+        RowSparseAdam(sparse_params, lr=lr, weight_decay=settings.embedding_weight_decay)
+        if sparse_params
+        else None
+    )
+    return opt_dense, opt_sparse
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, Any]:
@@ -219,10 +275,7 @@ def _trainer(
     elif weighting.method == "pcgrad":
         shared = model.shared_backbone_parameters()  # PCGrad projects on the whole shared backbone
     pos_weight = positive_weights(targets, settings.class_balance).tolist()
-    sparse_params, dense_params = split_parameters(model)
-    lr = settings.learning_rate
-    opt_dense = torch.optim.Adam(dense_params + model_optimizer_parameters(weighting), lr=lr, fused=True)
-    opt_sparse = RowSparseAdam(sparse_params, lr=lr) if sparse_params else None
+    opt_dense, opt_sparse = _optimizers(model, weighting, settings)
     generator = torch.Generator().manual_seed(settings.seed)
     step_model: torch.nn.Module = model
     if world[1] > 1:
@@ -246,6 +299,9 @@ def _trainer(
         pos_weight=pos_weight,
         focal_gamma=settings.focal_gamma,
         world=world,
+        lr=settings.learning_rate,
+        schedule=settings.lr_schedule,
+        total_steps=settings.epochs * math.ceil(targets.shape[0] / settings.batch_size),
     )
 
 
@@ -387,7 +443,7 @@ def fit_model(
     resumed_from, samples, seconds = progress.epoch, 0, 0.0
 
     while progress.epoch < settings.epochs and not progress.stopped:
-        totals, epoch_seconds = trainer.train_epoch(data, settings.batch_size, device)
+        totals, epoch_seconds = trainer.train_epoch(data, settings.batch_size, device, progress.epoch)
         samples, seconds = samples + n, seconds + epoch_seconds  # all ranks together: the job's throughput
         losses = {t: float(v) / max(n, 1) for t, v in zip(tasks, totals.cpu(), strict=True)}
         score = validation_score(model, valid, device)

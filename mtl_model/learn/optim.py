@@ -17,6 +17,9 @@ class RowSparseAdam(torch.optim.Optimizer):
     ``index_select`` / ``index_copy_`` / ``index_add_`` on the coalesced rows. ``SparseAdam`` adds
     sparse tensors into the dense moment and weight tensors, which on CPU costs a pass over the whole
     table three times per step; this costs O(rows in the batch). Deterministic on CPU.
+
+    ``weight_decay`` is decoupled (AdamW, Loshchilov & Hutter 2019) and lazy like the moments: a row
+    the batch touches is first scaled by ``1 − lr · weight_decay``; untouched rows stay as they are.
     """
 
     def __init__(
@@ -25,10 +28,13 @@ class RowSparseAdam(torch.optim.Optimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> None:
-        if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"invalid RowSparseAdam settings lr={lr} betas={betas} eps={eps}")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        if lr <= 0 or eps <= 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(
+                f"invalid RowSparseAdam settings lr={lr} betas={betas} eps={eps} weight_decay={weight_decay}"
+            )
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:  # noqa: D102 - see the class
@@ -61,4 +67,8 @@ class RowSparseAdam(torch.optim.Optimizer):
         step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
         # rows are unique after coalesce: read-modify-write (index_add_ is ~3× slower on CPU)
         update = m.div_(v.sqrt_().add_(group["eps"]))
-        p.index_copy_(0, rows, p.index_select(0, rows).sub_(update, alpha=step_size))
+        current = p.index_select(0, rows)
+        decay = group.get("weight_decay", 0.0)
+        if decay:
+            current.mul_(1.0 - group["lr"] * decay)
+        p.index_copy_(0, rows, current.sub_(update, alpha=step_size))

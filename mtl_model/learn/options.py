@@ -39,6 +39,10 @@ _FINGERPRINTED = (
     "log_counts",
     "patience",
     "bf16",
+    "lr_schedule",
+    "weight_decay",
+    "embedding_weight_decay",
+    "test_fraction",  # the validation split picks the epoch: other rows, other weights
 )
 
 

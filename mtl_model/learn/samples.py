@@ -1,7 +1,14 @@
-"""The exported training samples as Polars frames and label tensors (what train and anomalies read)."""
+"""The exported training samples as Polars frames and label tensors (what train and anomalies read).
+
+The validation day is cut in two by :func:`split_test`: the users whose hash falls under
+``test_fraction`` are the **test** split, the others the **validation** split (see docs/models.md).
+:func:`real_exposures` tells real exposures from sampled negatives when the export carries the
+``exposure`` column.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -13,6 +20,8 @@ from mtl_model.config import Settings
 from mtl_model.learn.networks import ESMM_PARENT
 
 SAMPLES_FILE = "samples.parquet"
+EXPOSURE_COLUMN = "exposure"  # 'view' | 'implied' | 'sampled' (view-only sources), when exported
+REAL_EXPOSURES = ("view", "implied")  # seen by the user; 'sampled' rows are drawn negatives
 
 
 def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
@@ -63,3 +72,34 @@ def esmm_targets(y: torch.Tensor, tasks: Sequence[str], esmm: bool) -> torch.Ten
         if task != ESMM_PARENT:
             out[:, i] = y[:, i] * click
     return out
+
+
+def user_hash_fraction(users: pl.Series) -> np.ndarray:
+    """Each row's user mapped to [0, 1): the first 8 hex digits of md5(user_id) / 2³², the same in
+    DuckDB (``('0x' || left(md5(user_id), 8))::ubigint / 4294967296``). md5 runs once per distinct
+    user, not per row; a missing user id counts as ''."""
+    codes = users.cast(pl.String()).fill_null("")
+    distinct, inverse = np.unique(codes.to_numpy().astype(str), return_inverse=True)
+    digest = np.array([int(hashlib.md5(u.encode()).hexdigest()[:8], 16) for u in distinct], dtype=np.float64)
+    return (digest / 2.0**32)[inverse.ravel()] if len(distinct) else np.zeros(0)
+
+
+def split_test(valid_df: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(validation rows, test rows) of the day ``ds``: a user is in the test split when its
+    :func:`user_hash_fraction` is below ``fraction`` (0: no test split). The same users every night,
+    whatever the seed; each user's rows stay together (GAUC sees whole users)."""
+    if fraction <= 0 or valid_df.height == 0:
+        return valid_df, valid_df.clear()
+    in_test = pl.Series(user_hash_fraction(valid_df.get_column("user_id")) < fraction)
+    return valid_df.filter(~in_test), valid_df.filter(in_test)
+
+
+def real_exposures(df: pl.DataFrame) -> np.ndarray | None:
+    """Which rows are real exposures (``exposure`` in :data:`REAL_EXPOSURES`) when the export tells
+    them from sampled negatives and holds some sampled rows; None otherwise (no column, or every row
+    is real: the metrics among views would repeat the metrics of all rows)."""
+    if EXPOSURE_COLUMN not in df.columns:
+        return None
+    real = df.get_column(EXPOSURE_COLUMN).cast(pl.String()).is_in(REAL_EXPOSURES).fill_null(False)
+    mask = real.to_numpy()
+    return mask if not mask.all() else None

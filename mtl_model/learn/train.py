@@ -1,21 +1,26 @@
 """Nightly training of the joint model on the exported training window.
 
-Rows of days before ``ds`` train the model; the rows of ``ds`` itself are the held-out validation
-day. The result is registered as a model version (see :mod:`mtl_model.learn.registry`) and its metrics
-are written to ``<output_dir(ds)>/model_metrics.parquet``. :func:`train` is the step, in phases:
-read and encode the window (:func:`_prepare`), build and fit the network (:mod:`mtl_model.learn.fit`,
-with a checkpoint per epoch under ``<models_dir>/.checkpoints/<version>/``, removed when training
-succeeds), evaluate, measure the references (:mod:`mtl_model.learn.baselines`), register and write the
-``model_metrics`` rows (:func:`_publish`). Every option is a :class:`~mtl_model.config.Settings`
+Rows of days before ``ds`` train the model; the rows of ``ds`` itself are held out and cut by user
+hash (``test_fraction``, :func:`mtl_model.learn.samples.split_test`) into the **validation** split,
+which picks the epoch and the promotion, and the **test** split, on which the night's metrics are
+reported: nothing was chosen on it. The result is registered as a model version (see
+:mod:`mtl_model.learn.registry`) and its metrics are written to
+``<output_dir(ds)>/model_metrics.parquet``. :func:`train` is the step, in phases: read and encode the
+window (:func:`_prepare`), build and fit the network (:mod:`mtl_model.learn.fit`, with a checkpoint
+per epoch under ``<models_dir>/.checkpoints/<version>/``, removed when training succeeds), evaluate,
+measure the references (:mod:`mtl_model.learn.baselines`), register and write the ``model_metrics``
+rows (:func:`_publish`). Every option is a :class:`~mtl_model.config.Settings`
 field; :mod:`mtl_model.learn.options` says what each means for the network and the version name.
 
 Determinism: the same inputs, settings and seed give the same weights and the same ``model_metrics``
 (deterministic kernels, seeded permutation); wall-clock speed is logged and kept in ``metrics.json``
 only.
 
-Evaluation on the validation day, per task: AUC, GAUC (per-user AUC weighted by the user's
-exposures, users with both classes only), log loss, positive rate; and the same for the references
-of :mod:`mtl_model.learn.baselines`, written as extra metric names (see :data:`BASELINE_SUFFIXES`).
+Evaluation on each split, per task: AUC with its standard error and class counts, GAUC (per-user AUC
+weighted by the user's exposures, users with both classes only), log loss, positive rate; among real
+exposures only too (``*_views``) when the samples tell them from sampled negatives; the same for the
+references of :mod:`mtl_model.learn.baselines`, as extra metric names (see
+:mod:`mtl_model.learn.evaluate`). ``model_metrics`` has one set of rows per split (column ``split``).
 
 ``python -m mtl_model.learn.train --ds D`` trains one day; under ``torchrun`` the processes train one
 model with DistributedDataParallel and rank 0 registers it (see :func:`main`).
@@ -32,7 +37,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
 
@@ -46,9 +50,11 @@ from mtl_model.learn.distributed import distributed_world, end_distributed
 from mtl_model.learn.evaluate import (
     BASELINE_SUFFIXES,
     METRICS_SCHEMA,
+    EvalSet,
     MetricRow,
     TaskMetrics,
     evaluate,
+    mean_aucs,
     mean_finite,
     metrics_frame,
     metrics_rows,
@@ -65,7 +71,14 @@ from mtl_model.learn.options import (
     options_fingerprint,
 )
 from mtl_model.learn.registry import MODEL_FORMAT, Promotion, file_sha256, register, version_name
-from mtl_model.learn.samples import SAMPLES_FILE, esmm_targets, labels, read_split
+from mtl_model.learn.samples import (
+    SAMPLES_FILE,
+    esmm_targets,
+    labels,
+    read_split,
+    real_exposures,
+    split_test,
+)
 
 __all__ = [
     "BASELINE_SUFFIXES",
@@ -94,8 +107,8 @@ class TrainResult:
     version: str
     model_dir: Path
     metrics_path: Path
-    metrics: dict[str, dict[str, float]]  # task -> {"auc", "gauc", "logloss", "positive_rate"} on validation
-    mean_auc: float
+    metrics: dict[str, dict[str, float]]  # task -> {"auc", "auc_se", "gauc", …} on the validation split
+    mean_auc: float  # on the validation split
     n_train: int
     n_valid: int
     samples_per_s: float
@@ -106,6 +119,10 @@ class TrainResult:
     epochs_trained: int = 0
     best_epoch: int = 0
     resumed_from_epoch: int = 0
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # the night's reported metrics
+    test_mean_auc: float = float("nan")
+    n_test: int = 0
+    test_baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,15 +134,22 @@ class _Window:
     fingerprint: dict[str, Any]  # options_fingerprint(settings)
     samples_sha256: str
     train_df: pl.DataFrame  # only ds, item_id and the labels once encoded (popularity, config)
-    valid_df: pl.DataFrame
     encoders: Encoders
-    tensors: tuple[torch.Tensor, ...]  # cat, num, labels of the training rows; then of the validation rows
-    groups: np.ndarray  # the user of each validation row (GAUC)
+    train_tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cat, num, labels of the training rows
+    sets: tuple[EvalSet, ...]  # the validation split, then the test split when there is one
     model_kwargs: dict[str, Any]
 
     @property
     def valid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.tensors[3], self.tensors[4], self.tensors[5]
+        return self.sets[0].tensors
+
+    @property
+    def valid_df(self) -> pl.DataFrame:
+        return self.sets[0].df
+
+    @property
+    def n_test(self) -> int:
+        return sum(es.height for es in self.sets[1:])
 
 
 def checkpoint_dir_for(settings: Settings, version: str) -> Path:
@@ -157,21 +181,28 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
     )
     encoders = Encoders.fit(train_df, feature_spec(settings))
     cat_tr, num_tr = encoders.encode(train_df)
-    cat_va, num_va = encoders.encode(valid_df)
-    tensors = (cat_tr, num_tr, labels(train_df, tasks), cat_va, num_va, labels(valid_df, tasks))
-    categorical = encoders.spec.categorical
+    splits = zip(("validation", "test"), split_test(valid_df, settings.test_fraction), strict=True)
+    sets = tuple(_eval_set(name, df, encoders, tasks) for name, df in splits if df.height or name != "test")
+    if sets[0].height == 0:
+        raise ValueError(f"ds={ds}: every user of the day fell in the test split (test_fraction too high?)")
     return _Window(
         ds=ds,
         version=version,
         fingerprint=fingerprint,
         samples_sha256=samples_sha256,
         train_df=train_df.select("ds", "item_id", *tasks),  # encoded: only popularity and config need it
-        valid_df=valid_df,
         encoders=encoders,
-        tensors=tensors,
-        groups=valid_df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy(),
-        model_kwargs=model_kwargs(settings, categorical, encoders.history_kwargs()),
+        train_tensors=(cat_tr, num_tr, labels(train_df, tasks)),
+        sets=sets,
+        model_kwargs=model_kwargs(settings, encoders.spec.categorical, encoders.history_kwargs()),
     )
+
+
+def _eval_set(split: str, df: pl.DataFrame, encoders: Encoders, tasks: tuple[str, ...]) -> EvalSet:
+    """One split of the day, encoded with the training window's encoders."""
+    cat, num = encoders.encode(df)
+    groups = df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy()
+    return EvalSet(split, df, cat, num, labels(df, tasks), groups, real_exposures(df))
 
 
 def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback] = ()) -> TrainResult:
@@ -185,7 +216,7 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
     device = resolve_device(settings.device)
     w = _prepare(settings, ds, device)
     ckpt_dir = checkpoint_dir_for(settings, w.version) if flag(settings, "checkpoints") else None
-    cat_tr, num_tr, y_tr = w.tensors[:3]
+    cat_tr, num_tr, y_tr = w.train_tensors
     tasks = tuple(settings.tasks)
 
     with deterministic(settings.seed), torch_threads(settings.threads):
@@ -203,15 +234,15 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
         )
         if world[0] != 0:  # other ranks only help to train; rank 0 evaluates, registers and publishes
             return _follower_result(settings, w, fit, device)
-        metrics = evaluate(model, *w.valid, device, w.groups)
+        metrics = {es.split: evaluate(model, es, device) for es in w.sets}
     model = model.cpu()
 
-    baselines: dict[str, TaskMetrics] = {}
+    baselines: dict[str, dict[str, TaskMetrics]] = {es.split: {} for es in w.sets}
     if flag(settings, "baselines"):
         with torch_threads(settings.threads):
-            frames = (w.train_df, w.valid_df)
+            train_part = (w.train_df, w.train_tensors)
             baselines = reference_metrics(
-                settings, ds, w.model_kwargs, w.encoders, frames, w.tensors, w.groups, device
+                settings, ds, w.model_kwargs, w.encoders, train_part, w.sets, device
             )
     return _publish(settings, w, model, fit, metrics, baselines, device, ckpt_dir)
 
@@ -221,14 +252,14 @@ def _publish(
     w: _Window,
     model: torch.nn.Module,
     fit: FitResult,
-    metrics: TaskMetrics,
-    baselines: dict[str, TaskMetrics],
+    metrics: dict[str, TaskMetrics],
+    baselines: dict[str, dict[str, TaskMetrics]],
     device: torch.device,
     ckpt_dir: Path | None,
 ) -> TrainResult:
-    """Register the version (maybe promote it), drop its checkpoints and write ``model_metrics``."""
-    mean = mean_finite([m["auc"] for m in metrics.values()])
-    summary = _metrics_json(w, fit, metrics, mean, baselines, device)
+    """Register the version (maybe promote it: judged on the validation split), drop its checkpoints
+    and write ``model_metrics`` (one set of rows per split)."""
+    summary = _metrics_json(w, fit, metrics, baselines, device)
     config = _config(settings, w, fit)
     promotion = register(
         settings, w.version, model, w.encoders, config, summary, validation=w.valid_df, ds=w.ds
@@ -247,64 +278,95 @@ def _publish(
     )
     # model_metrics holds what the data and seed determine; wall-clock speed (samples_per_s) stays in
     # metrics.json and the task log, so a rerun of a day publishes identical tables.
-    rows = metrics_rows(metrics, baselines, _summary_rows(w, fit, mean, promotion))
+    frames = [
+        metrics_frame(
+            w.ds,
+            w.version,
+            metrics_rows(metrics[es.split], baselines[es.split], _summary_rows(w, fit, promotion, es.split)),
+            es.split,
+        )
+        for es in w.sets
+    ]
     metrics_path = settings.output_dir(w.ds) / METRICS_FILE
-    write_parquet_atomic(metrics_frame(w.ds, w.version, rows), metrics_path)
+    write_parquet_atomic(pl.concat(frames), metrics_path)
+    test = metrics.get("test", {})
     return TrainResult(
         ds=w.ds,
         version=w.version,
         model_dir=settings.models_dir / w.version,
         metrics_path=metrics_path,
-        metrics=metrics,
-        mean_auc=mean,
+        metrics=metrics["validation"],
+        mean_auc=summary["mean_auc"],
         n_train=w.train_df.height,
         n_valid=w.valid_df.height,
         samples_per_s=fit.samples_per_s,
         device=device.type,
         promoted=promotion.promoted,
         reason=promotion.reason,
-        baselines=baselines,
+        baselines=baselines["validation"],
         epochs_trained=fit.epochs_trained,
         best_epoch=fit.best_epoch,
         resumed_from_epoch=fit.resumed_from_epoch,
+        test_metrics=test,
+        test_mean_auc=mean_finite([m["auc"] for m in test.values()]),
+        n_test=w.n_test,
+        test_baselines=baselines.get("test", {}),
     )
 
 
-def _summary_rows(w: _Window, fit: FitResult, mean: float, promotion: Promotion) -> list[MetricRow]:
-    """The ``model_metrics`` rows of task "all" (before the references' mean AUCs)."""
+def _last_epoch_gap(fit: FitResult) -> float:
+    """Best epoch's validation score minus the last epoch's (0 when the last is the best)."""
+    scores = [h["valid_score"] for h in fit.history]
+    return max(scores) - scores[-1] if scores else float("nan")
+
+
+def _summary_rows(w: _Window, fit: FitResult, promotion: Promotion, split: str) -> list[MetricRow]:
+    """The ``model_metrics`` rows of task "all" of ``split`` besides the mean AUCs: the night's
+    counts and choices go with the validation split that made them, the test split has its size."""
+    if split != "validation":
+        return [("all", "n_test", w.n_test)]
     return [
-        ("all", "mean_auc", mean),
         ("all", "n_train", w.train_df.height),
         ("all", "n_valid", w.valid_df.height),
         ("all", "promoted", float(promotion.promoted)),
         ("all", "epochs_trained", fit.epochs_trained),
         ("all", "best_epoch", fit.best_epoch),
+        ("all", "last_epoch_gap", _last_epoch_gap(fit)),
     ]
+
+
+def _split_json(metrics: TaskMetrics, baselines: dict[str, TaskMetrics], n: int) -> dict[str, Any]:
+    """One split in ``metrics.json``: per-task metrics, mean AUCs, references, rows."""
+    means = {name: value for _, name, value in mean_aucs(metrics)}
+    return {"tasks": metrics, **means, "baselines": baselines, "n": n}
 
 
 def _metrics_json(
     w: _Window,
     fit: FitResult,
-    metrics: TaskMetrics,
-    mean: float,
-    baselines: dict[str, TaskMetrics],
+    metrics: dict[str, TaskMetrics],
+    baselines: dict[str, dict[str, TaskMetrics]],
     device: torch.device,
 ) -> dict[str, Any]:
-    """The version's ``metrics.json``: validation metrics, references, training history and speed."""
+    """The version's ``metrics.json``: the validation split's metrics at the top (what promotion
+    compares), the test split's under ``test``, training history and speed."""
+    valid = _split_json(metrics["validation"], baselines["validation"], w.valid_df.height)
+    test = {"test": _split_json(metrics["test"], baselines["test"], w.n_test)} if "test" in metrics else {}
     return {
         "version": w.version,
         "ds": w.ds.isoformat(),
         "split": "validation",
-        "tasks": metrics,
-        "mean_auc": mean,
-        "baselines": baselines,
+        **valid,
+        **test,
         "n_train": w.train_df.height,
         "n_valid": w.valid_df.height,
+        "n_test": w.n_test,
         "train_loss": fit.train_loss,
         "samples_per_s": fit.samples_per_s,
         "device": device.type,
         "epochs_trained": fit.epochs_trained,
         "best_epoch": fit.best_epoch,
+        "last_epoch_gap": _last_epoch_gap(fit),
         "history": fit.history,
         "resumed_from_epoch": fit.resumed_from_epoch,
     }
@@ -335,6 +397,7 @@ def _config(settings: Settings, w: _Window, fit: FitResult) -> dict[str, Any]:
         "train_start": w.train_df.get_column("ds").min().isoformat(),
         "train_end": w.train_df.get_column("ds").max().isoformat(),
         "validation_day": w.ds.isoformat(),
+        "test_fraction": settings.test_fraction,  # users of ds held out from selection (samples.split_test)
         "seed": settings.seed,
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
@@ -359,6 +422,7 @@ def _follower_result(settings: Settings, w: _Window, fit: FitResult, device: tor
         n_valid=w.valid_df.height,
         samples_per_s=fit.samples_per_s,
         device=device.type,
+        n_test=w.n_test,
         promoted=False,
         reason="not rank 0: rank 0 registers the model",
         epochs_trained=fit.epochs_trained,

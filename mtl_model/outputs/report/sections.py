@@ -24,6 +24,39 @@ FEEDBACK_ROWS = (*FEEDBACK_METRICS, "purchase_hit_rate", "shown_rate", "users_ev
 _REASONS = re.compile(r";\s*(?![^()]*\))")
 
 
+VIEWS = "_views"  # metrics among real exposures (mtl_model.learn.evaluate)
+NOISE_SE = 2.0  # a joint − single-task difference under this many standard errors is "within noise"
+
+
+def reported(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each night's reported rows: its ``test`` split where it has one (the rows no choice was made
+    on), else its ``validation`` split (older nights, or ``test_fraction`` = 0)."""
+    if frame.is_empty() or "split" not in frame.columns:
+        return frame
+    with_test = frame.filter(pl.col("split") == "test").get_column("ds").unique()
+    return frame.filter((pl.col("split") == "test") | ~pl.col("ds").is_in(with_test.implode()))
+
+
+def selection(frame: pl.DataFrame) -> pl.DataFrame:
+    """The ``validation`` split's rows: what picked the epoch and the promotion, and the night's counts."""
+    if frame.is_empty() or "split" not in frame.columns:
+        return frame
+    return frame.filter(pl.col("split") == "validation")
+
+
+def night_split(frame: pl.DataFrame, ds: date) -> str | None:
+    """The split the night ``ds`` reports (``test`` or ``validation``), None without metrics."""
+    rows = reported(frame.filter(pl.col("ds") == ds)) if not frame.is_empty() else frame
+    if rows.is_empty():
+        return None
+    return str(rows["split"][0]) if "split" in rows.columns else "validation"
+
+
+def _name(base: str, suffix: str, views: str) -> str:
+    """``auc`` + ``_single_task`` + ``_views`` → ``auc_single_task_views`` (evaluate.metric_name)."""
+    return base + suffix + views
+
+
 def _values(frame: pl.DataFrame, name: str, task: str, ds: date | None = None) -> pl.DataFrame:
     """(ds, value) of one metric and task, the night's only when ``ds`` is given."""
     if frame.is_empty():
@@ -47,7 +80,8 @@ def tasks_of(metrics: pl.DataFrame) -> list[str]:
 
 
 def _remarks(rows: list[dict]) -> list[str]:
-    """Where the joint model is not the best trained model: named, with the figures."""
+    """Where the joint model is not the best trained model: named, with the figures; an AUC
+    difference within the noise (under 2 standard errors) is said to be so."""
     out = []
     for row in rows:
         for name in ("auc", "gauc"):
@@ -55,64 +89,107 @@ def _remarks(rows: list[dict]) -> list[str]:
             if joint is None:
                 continue
             if single is not None and single > joint:
+                noise = " (within noise)" if name == "auc" and row["within_noise"] else ""
                 out.append(
-                    f"The single-task model beats the joint model on {row['task']} {name.upper()}: "
-                    f"{metric(single)} vs {metric(joint)} ({signed(joint - single)})."
+                    f"The single-task model beats the joint model on {row['task']} {name.upper()}"
+                    f"{row['among']}: {metric(single)} vs {metric(joint)} ({signed(joint - single)}){noise}."
                 )
             if pop is not None and pop >= joint:
                 out.append(
-                    f"Popularity is as good as the joint model on {row['task']} {name.upper()}: "
-                    f"{metric(pop)} vs {metric(joint)}."
+                    f"Popularity is as good as the joint model on {row['task']} {name.upper()}"
+                    f"{row['among']}: {metric(pop)} vs {metric(joint)}."
                 )
     return out
 
 
+def within_noise(diff: float | None, se_a: float | None, se_b: float | None) -> bool | None:
+    """|diff| < 2·SE of the difference, SE = √(se_a² + se_b²) (as if independent: the two AUCs are
+    on the same rows and positively correlated, so this overstates the noise, never understates it)."""
+    if diff is None or se_a is None or se_b is None:
+        return None
+    return abs(diff) < NOISE_SE * (se_a**2 + se_b**2) ** 0.5
+
+
+def task_rows(mm: pl.DataFrame, ds: date, tasks: list[str], views: str = "") -> list[dict]:
+    """One row per task of the night: AUC, its standard error and GAUC per reference, the positives
+    and negatives, joint − single-task and whether it is within the noise; ``views="_views"``: among
+    real exposures only."""
+    rows = []
+    for task in tasks:
+        row: dict = {"task": task, "among": " among real views" if views else ""}
+        for name in ("auc", "auc_se", "gauc"):
+            row[name] = {
+                label: _one(mm, _name(name, suffix, views), task, ds) for label, suffix in REFERENCES.items()
+            }
+        row["n_pos"], row["n_neg"] = (_one(mm, _name(k, "", views), task, ds) for k in ("n_pos", "n_neg"))
+        joint, single = row["auc"]["joint"], row["auc"]["single-task"]
+        row["delta"] = None if joint is None or single is None else joint - single
+        row["within_noise"] = within_noise(row["delta"], row["auc_se"]["joint"], row["auc_se"]["single-task"])
+        rows.append(row)
+    return rows
+
+
 def model_section(nights: Nights, current: str | None) -> dict:
-    """Tonight's AUC / GAUC per task for the joint model and its references, what stands out, the
-    trends, and the version: promoted or kept, and why."""
+    """Tonight's AUC (± standard error) / GAUC per task for the joint model and its references on the
+    night's reported split, among real views first where the source has sampled negatives; what
+    stands out, the trends, and the version: promoted or kept (on the validation split), and why."""
     mm, ds = nights.metrics, nights.ds
     if mm.is_empty():
         return {}
+    shown, chosen = reported(mm), selection(mm)
     tasks = tasks_of(mm)
-    rows = []
-    for task in tasks:
-        row = {"task": task}
-        for name in ("auc", "gauc"):
-            row[name] = {label: _one(mm, name + suffix, task, ds) for label, suffix in REFERENCES.items()}
-        joint, single = row["auc"]["joint"], row["auc"]["single-task"]
-        row["delta"] = None if joint is None or single is None else joint - single
-        rows.append(row)
+    tables = []
+    if _one(shown, "mean_auc" + VIEWS, "all", ds) is not None:
+        tables.append(
+            {
+                "title": "among real views (sampled negatives left out)",
+                "rows": task_rows(shown, ds, tasks, VIEWS),
+            }
+        )
+    tables.append({"title": "all rows" if tables else "", "rows": task_rows(shown, ds, tasks)})
+    rows = [r for t in tables for r in t["rows"]]
     references = [k for k in REFERENCES if any(r["auc"][k] is not None for r in rows)]
+    views = VIEWS if len(tables) > 1 else ""
     series = {
         f"{name}/{task}": {
-            label: _values(mm, name + REFERENCES[label], task)
+            label: _values(shown, _name(name, REFERENCES[label], views), task)
             for label in references
-            if not _values(mm, name + REFERENCES[label], task).is_empty()
+            if not _values(shown, _name(name, REFERENCES[label], views), task).is_empty()
         }
         for name in ("auc", "gauc")
         for task in tasks
     }
     tonight = mm.filter(pl.col("ds") == ds)
     train = step_summary(nights.steps, ds, "train")
-    version = tonight["model_version"][0] if tonight.height else None
-    promoted = _one(mm, "promoted", "all", ds)
+    promoted = _one(chosen, "promoted", "all", ds)
+    split = night_split(mm, ds)
     return {
-        "rows": rows,
+        "tables": tables,
+        "rows": tables[-1]["rows"],
         "references": references,
         "remarks": _remarks(rows),
         "chart": charts.metric_trends(series, ("auc", "gauc"), nights.days),
-        "version": version,
+        "chart_views": bool(views),
+        "version": tonight["model_version"][0] if tonight.height else None,
         "promoted": None if promoted is None else bool(promoted),
         "reason": train.get("reason"),
         "current": current,
+        "split": split,
         "facts": {
-            "training rows": _one(mm, "n_train", "all", ds),
-            "validation rows (ds)": _one(mm, "n_valid", "all", ds),
-            "epochs trained": _one(mm, "epochs_trained", "all", ds),
-            "best epoch": _one(mm, "best_epoch", "all", ds),
+            "training rows": _one(chosen, "n_train", "all", ds),
+            "validation rows (ds: pick the epoch and the promotion)": _one(chosen, "n_valid", "all", ds),
+            "test rows (ds: the metrics shown)": _one(mm, "n_test", "all", ds),
+            "epochs trained": _one(chosen, "epochs_trained", "all", ds),
+            "best epoch": _one(chosen, "best_epoch", "all", ds),
+            "last epoch − best (validation mean AUC)": _neg(_one(chosen, "last_epoch_gap", "all", ds)),
+            "validation mean AUC (optimistic: it chose)": _one(chosen, "mean_auc", "all", ds),
         },
-        "mean": {label: _one(mm, "mean_auc" + REFERENCES[label], "all", ds) for label in references},
+        "mean": {label: _one(shown, "mean_auc" + REFERENCES[label], "all", ds) for label in references},
     }
+
+
+def _neg(x: float | None) -> float | None:
+    return None if x is None else -x
 
 
 def feedback_section(nights: Nights) -> dict:
@@ -253,14 +330,16 @@ def coverage(nights: Nights) -> dict:
 def brief(nights: Nights) -> dict:
     """What the status line of a night needs, without charts (the index builds one per night)."""
     mm, an, ds = nights.metrics, nights.anomalies, nights.ds
+    shown = reported(mm)
     tonight = mm.filter(pl.col("ds") == ds) if not mm.is_empty() else mm
     flagged = an.filter(pl.col("ds") == ds) if not an.is_empty() else None
     steps = nights.steps.filter(pl.col("ds") == ds)
-    promoted = _one(mm, "promoted", "all", ds)
+    promoted = _one(selection(mm), "promoted", "all", ds)
     return {
         "version": tonight["model_version"][0] if tonight.height else None,
         "promoted": None if promoted is None else bool(promoted),
-        "mean": {label: _one(mm, "mean_auc" + suffix, "all", ds) for label, suffix in REFERENCES.items()},
+        "split": night_split(mm, ds),
+        "mean": {label: _one(shown, "mean_auc" + suffix, "all", ds) for label, suffix in REFERENCES.items()},
         "flagged": {}
         if flagged is None
         else {k: flagged.filter(pl.col("entity_type") == k).height for k in ("user", "item")},
@@ -282,7 +361,8 @@ def status_line(checks: dict, night: dict) -> tuple[str, str]:
     if night.get("version"):
         verb = "promoted" if night.get("promoted") else "not promoted (the current model stays)"
         mean = night["mean"]
-        line = f"model {night['version']} {verb}, mean AUC {metric(mean.get('joint'))}"
+        split = night.get("split") or "validation"
+        line = f"model {night['version']} {verb}, {split} mean AUC {metric(mean.get('joint'))}"
         if mean.get("single-task") is not None:
             line += f" (single-task {metric(mean['single-task'])})"
         parts.append(line)

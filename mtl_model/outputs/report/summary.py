@@ -46,10 +46,10 @@ def print_summary(settings: Settings, ds: date | None = None) -> None:
             f"select rank, entity_type, entity_id, round(score, 1) as score, reasons from anomalies "
             f"where ds = '{ds}' order by rank limit 5"
         ).show(max_width=160)
-        print("Model metrics (validation day):")
+        print("Model metrics (split test: held out from every choice; validation: picked the epoch):")
         con.sql(
-            f"select task, metric, round(value, 4) as value from model_metrics where ds = '{ds}' "
-            "and metric in ('auc', 'logloss') order by task, metric"
+            f"select split, task, metric, round(value, 4) as value from model_metrics where ds = '{ds}' "
+            "and metric in ('auc', 'auc_se', 'n_pos', 'auc_views', 'logloss') order by split, task, metric"
         ).show()
     py = ".venv/bin/python"
     print("Query the published tables yourself (read-only, safe while the next night runs):")

@@ -1,0 +1,128 @@
+"""Does the model hold past its first epoch? The validation score of every epoch, the last-vs-best
+gap, and the night's metrics on the held-out test split, per setting and seed, on fixed exports.
+
+    python bench/bench_epochs.py build --home /tmp/tandem-epochs            # once: simulator + Tianchi
+    python bench/bench_epochs.py train --home /tmp/tandem-epochs --seeds 42,43 \
+        --configs before,after --epochs 3
+
+``build`` makes two homes under ``--home`` and exports one night in each: ``sim`` (the demo's size:
+2,000 users, 1,000 items, 14 days of the simulator) and ``tianchi`` (the real Tianchi mobile sample of
+``../shared/data``, landed with ``tandem ingest``, its last day as the night). ``train`` trains the
+nightly way (:func:`mtl_model.learn.train.train`, no references) on those exports with ``patience=0``
+(every epoch runs, so the gap is seen) and prints, per home, configuration and seed: the validation
+mean AUC of each epoch, the best and last epoch, ``gap`` = best − last, and the test split's mean
+AUC and mean AUC among real views. Configurations: ``before`` = no regularisation (weight decay 0, embedding
+weight decay 0, constant learning rate), ``cosine`` = the cosine schedule alone, ``cosine+decay`` =
+with weight decay 0.01 on the dense layers and 0.1 on the embedding rows, ``strong-decay`` = 0.1 and
+1.0, ``lr0.001+cosine`` = a third of the learning rate with the cosine, ``after`` = the defaults of
+:class:`~mtl_model.config.Settings`. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import table  # noqa: E402
+from mtl_model.config import Settings  # noqa: E402
+from mtl_model.dates import parse_date  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SIM_END = "2026-01-14"
+CONFIGS = {
+    "before": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "constant"},
+    "cosine": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "cosine"},
+    "cosine+decay": {"weight_decay": 0.01, "embedding_weight_decay": 0.1, "lr_schedule": "cosine"},
+    "strong-decay": {"weight_decay": 0.1, "embedding_weight_decay": 1.0, "lr_schedule": "cosine"},
+    "lr0.001+cosine": {"learning_rate": 0.001, "lr_schedule": "cosine"},
+    "after": {},
+}
+
+
+def _night(settings: Settings, ds: str) -> None:
+    from mtl_model.outputs.warehouse import export_day
+    from mtl_model.pipeline.dbt import dbt_command
+
+    env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
+    command = dbt_command("build", "--quiet", target=settings.home / "t", settings=settings, run_date=ds)
+    subprocess.run(
+        [*command, "--exclude", "resource_type:test", "resource_type:unit_test"], env=env, check=True
+    )
+    export_day(settings, parse_date(ds))
+
+
+def build(home: Path) -> None:
+    from datetime import timedelta
+
+    from mtl_model.sources.ingest import ingest
+    from mtl_model.sources.simulate import SimConfig, simulate
+
+    sim = Settings(home=home / "sim")
+    end = parse_date(SIM_END)
+    simulate(sim, end - timedelta(days=13), 14, SimConfig(n_users=2000, n_items=1000, seed=sim.seed))
+    _night(sim, SIM_END)
+    tianchi = Settings(home=home / "tianchi", business_tz="Asia/Shanghai")
+    folder = SHARED_DATA / "tianchi_mobile"
+    ingest(
+        tianchi, "tianchi-mobile", folder / "user_behavior_sample.csv", items=folder / "item_info_sample.csv"
+    )
+    last = max(p.name.removeprefix("ds=") for p in (tianchi.landing_dir / "events").glob("ds=*"))
+    _night(tianchi, last)
+    (home / "nights.json").write_text(json.dumps({"sim": SIM_END, "tianchi": last}))
+
+
+def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int) -> dict:
+    from mtl_model.learn.train import train
+
+    changes = {**CONFIGS[name], "seed": seed, "epochs": epochs, "patience": 0, "baselines": False}
+    result = train(settings.replace(**changes), ds)
+    metrics = json.loads((result.model_dir / "metrics.json").read_text())
+    scores = [h["valid_score"] for h in metrics["history"]]
+    test = metrics.get("test") or {}
+    row = {"config": name, "seed": seed, "best_epoch": result.best_epoch, "last_epoch": len(scores)}
+    row |= {f"valid_e{i + 1}": s for i, s in enumerate(scores)}
+    row |= {"gap": max(scores) - scores[-1], "test_mean_auc": test.get("mean_auc")}
+    row["test_mean_auc_views"] = test.get("mean_auc_views")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("build", "train"))
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--homes", default="sim,tianchi")
+    parser.add_argument("--configs", default="before,after")
+    parser.add_argument("--seeds", default="42,43")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.step == "build":
+        build(args.home)
+        return
+    nights = json.loads((args.home / "nights.json").read_text())
+    for name in args.homes.split(","):
+        tz = "Asia/Shanghai" if name == "tianchi" else "UTC"
+        settings = Settings(home=args.home / name, business_tz=tz, threads=args.threads)
+        rows = [
+            _row(settings, nights[name], config, int(seed), args.epochs)
+            for config in args.configs.split(",")
+            for seed in args.seeds.split(",")
+        ]
+        columns = ["config", "seed", *(f"valid_e{i + 1}" for i in range(args.epochs))]
+        columns += ["best_epoch", "gap", "test_mean_auc", "test_mean_auc_views"]
+        print(f"\n{name} (ds={nights[name]}):")
+        print(table(rows, columns, markdown=True))
+        means = pl.DataFrame(rows).drop("seed").group_by("config", maintain_order=True).mean()
+        print(table(means.to_dicts(), [c for c in columns if c != "seed"], markdown=True))
+
+
+if __name__ == "__main__":
+    main()
