@@ -46,11 +46,15 @@ COLUMNS = {
         "query",
         "position",
         "price",
+        "exposure",
         "click",
         "cart",
         "purchase",
+        "fav",
     ],
 }
+# what an interactions row is (dbt_project/models/marts/interactions.sql); real exposures are all but sampled
+EXPOSURES = ["impression", "view", "implied", "sampled"]
 
 
 def volume(median: float | None) -> list[gxe.Expectation]:
@@ -113,6 +117,8 @@ def suites(medians: dict[str, float | None], staged_rows: int) -> dict[str, list
             gxe.ExpectColumnValuesToBeInSet(column="click", value_set=[0, 1]),
             gxe.ExpectColumnValuesToBeInSet(column="cart", value_set=[0, 1]),
             gxe.ExpectColumnValuesToBeInSet(column="purchase", value_set=[0, 1]),
+            gxe.ExpectColumnValuesToBeInSet(column="fav", value_set=[0, 1]),
+            gxe.ExpectColumnValuesToBeInSet(column="exposure", value_set=EXPOSURES),
             gxe.ExpectColumnValuesToBeBetween(column="position", min_value=1, mostly=0.99),
             # label rates in a plausible range: broken tracking gives 0, a bot flood gives ~1
             gxe.ExpectColumnMeanToBeBetween(column="click", min_value=0.001, max_value=0.6),

@@ -9,7 +9,14 @@ from mtl_model.config import Settings
 from mtl_model.learn.features import Encoders
 from mtl_model.learn.networks import build_model
 from mtl_model.learn.registry import save_version, set_current
-from mtl_model.outputs.anomalies import count_z, detect_day, entity_evidence, score_items, score_users
+from mtl_model.outputs.anomalies import (
+    count_z,
+    detect_day,
+    entity_evidence,
+    real_exposures,
+    score_items,
+    score_users,
+)
 from mtl_model.pipeline import nightly
 
 
@@ -346,3 +353,29 @@ def test_detect_day_uses_the_current_model_and_survives_a_broken_one(tmp_path: P
     broken = detect_day(settings, DS)  # never fails the night: behaviour only, and says why
     assert broken.model_version is None and "no usable current model" in broken.note
     assert set(pl.read_parquet(broken.path)["model_version"]) == {"joint-model-z-v1+no-model"}
+
+
+def test_view_only_items_get_no_ctr_reason_and_sampled_negatives_are_no_exposures() -> None:
+    """issue 19: on a view-only day the export has no impressions (ctr and its trailing rate null):
+    no CTR reason, whatever the views; the one-user concentration still counts real views."""
+    items = item_activity().with_columns(
+        pl.lit(None, pl.Float64).alias("ctr"), pl.lit(None, pl.Float64).alias("ctr_trailing_7d")
+    )
+    flagged = dict(zip(*score_items(items, top_n=10).select("entity_id", "reasons"), strict=True))
+    assert "CTR" not in " ".join(flagged.values()) and "broken tracking" not in " ".join(flagged.values())
+    assert "from one user" in flagged["spam"]
+
+    samples = pl.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u2"],
+            "item_id": ["a", "b", "c", "a", "d"],
+            "exposure": ["view", "sampled", "sampled", "implied", "sampled"],
+            "click": [1, 0, 0, 1, 0],
+        }
+    )
+    real, silent = real_exposures(samples)
+    assert real["item_id"].to_list() == ["a", "a"] and silent == ("click",)
+    shown, none = real_exposures(samples.with_columns(pl.lit("impression").alias("exposure")))
+    assert shown.height == samples.height and none == ()
+    untold, kept = real_exposures(samples.drop("exposure"))
+    assert untold.equals(samples.drop("exposure")) and kept == ()

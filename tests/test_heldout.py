@@ -58,8 +58,9 @@ def test_split_test_is_by_user_hash_and_matches_duckdb() -> None:
 def test_real_exposures_only_when_told_apart() -> None:
     assert real_exposures(pl.DataFrame({"click": [1, 0]})) is None  # no column: skip the views rows
     assert real_exposures(pl.DataFrame({"exposure": ["view", "implied"]})) is None  # all real
-    mask = real_exposures(pl.DataFrame({"exposure": ["view", "sampled", "implied", None]}))
-    assert mask.tolist() == [True, False, True, False]
+    assert real_exposures(pl.DataFrame({"exposure": ["impression"] * 3})) is None  # impression logs
+    mask = real_exposures(pl.DataFrame({"exposure": ["view", "sampled", "implied", None, "impression"]}))
+    assert mask.tolist() == [True, False, True, True, True]  # only drawn negatives are not real
 
 
 def _eval_set(real: np.ndarray | None) -> EvalSet:

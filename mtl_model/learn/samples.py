@@ -21,7 +21,7 @@ from mtl_model.learn.networks import ESMM_PARENT
 
 SAMPLES_FILE = "samples.parquet"
 EXPOSURE_COLUMN = "exposure"  # 'view' | 'implied' | 'sampled' (view-only sources), when exported
-REAL_EXPOSURES = ("view", "implied")  # seen by the user; 'sampled' rows are drawn negatives
+SAMPLED = "sampled"  # the exposure of a drawn negative; every other value (impression, view, implied) is real
 
 
 def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
@@ -95,11 +95,11 @@ def split_test(valid_df: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, p
 
 
 def real_exposures(df: pl.DataFrame) -> np.ndarray | None:
-    """Which rows are real exposures (``exposure`` in :data:`REAL_EXPOSURES`) when the export tells
+    """Which rows are real exposures (``exposure`` other than :data:`SAMPLED`) when the export tells
     them from sampled negatives and holds some sampled rows; None otherwise (no column, or every row
     is real: the metrics among views would repeat the metrics of all rows)."""
     if EXPOSURE_COLUMN not in df.columns:
         return None
-    real = df.get_column(EXPOSURE_COLUMN).cast(pl.String()).is_in(REAL_EXPOSURES).fill_null(False)
+    real = (df.get_column(EXPOSURE_COLUMN).cast(pl.String()) != SAMPLED).fill_null(True)
     mask = real.to_numpy()
     return mask if not mask.all() else None

@@ -2,7 +2,7 @@
 model's surprise at the day's counts, combined into one score with human-readable reasons.
 
 The specification (features, the model's count z, how the parts combine, the fallback without a
-model) is ``docs/anomalies.md``. Reads ``exports/ds=D/{user,item}_activity.parquet`` and
+model) is ``docs/anomalies.md``. Reads ``exports/run_date=D/{user,item}_activity.parquet`` and
 ``samples.parquet``; writes ``outputs/ds=D/anomalies.parquet``.
 """
 
@@ -150,11 +150,28 @@ class ModelEvidence:
     items: pl.DataFrame
 
 
+def real_exposures(exposures: pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """(the rows of ``samples.parquet`` a user really saw, the tasks they say nothing about).
+
+    Sampled negatives (``exposure = 'sampled'``, view-only sources) were never shown: counting them
+    would turn "views" into a click-through rate over items nobody saw. Without impressions (a
+    view-only day) every real exposure is a view, so the click task carries no surprise and is left
+    out; cart, fav and purchase stay. Samples without the ``exposure`` column are taken as they are."""
+    if "exposure" not in exposures.columns:
+        return exposures, ()
+    real = exposures.filter(pl.col("exposure").fill_null("sampled") != "sampled")
+    shown = real.get_column("exposure").eq("impression").any()
+    return real, () if shown else ("click",)
+
+
 def model_evidence(
     model: nn.Module, encoders: Encoders, version: str, exposures: pl.DataFrame
 ) -> ModelEvidence:
-    """Score the day's labelled ``exposures`` (rows of ``samples.parquet``) with ``model``; aggregate."""
+    """Score the day's labelled ``exposures`` (rows of ``samples.parquet``) with ``model``; aggregate.
+    Only real exposures count (:func:`real_exposures`)."""
+    exposures, silent = real_exposures(exposures)
     scored = exposure_probabilities(model, encoders, exposures)
+    scored = scored.drop([c for t in silent for c in (f"y_{t}", f"p_{t}") if c in scored.columns])
     return ModelEvidence(
         version=version,
         users=entity_evidence(scored, "user_id", encoders.vocabs.get("user_id", ())),

@@ -1,5 +1,6 @@
-{#- Per item and day: exposures and labels from the interactions. Replaces the day (the first build
-    loads every day up to it). -#}
+{#- Per item and day: real exposures (impressions, views, implied views; never sampled negatives:
+    features describe behaviour, not the sampler) and their labels, from the interactions. Replaces the
+    day (the first build loads every day up to it). -#}
 {{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_run_date() }}") }}
 
 select
@@ -10,5 +11,5 @@ select
     sum(cart)::bigint as carts,
     sum(purchase)::bigint as purchases
 from {{ ref('interactions') }}
-where {{ days_to_build() }}
+where {{ days_to_build() }} and exposure <> 'sampled'
 group by ds, item_id

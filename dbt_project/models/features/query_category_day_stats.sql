@@ -10,5 +10,5 @@ select
     sum(click)::bigint as clicks,
     sum(purchase)::bigint as purchases
 from {{ ref('interactions') }}
-where {{ days_to_build() }} and scene = 'search' and query is not null and category_id is not null
+where {{ days_to_build() }} and exposure <> 'sampled' and scene = 'search' and query is not null and category_id is not null
 group by ds, query, category_id
