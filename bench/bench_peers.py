@@ -4,10 +4,10 @@ trained on exactly the rows and features that Tandem exported for one night.
     python bench/bench_peers.py --home H --ds D                     # 3 seeds, 1 thread
     python bench/bench_peers.py --home H --ds D --seeds 1 --epochs 1 --only "deepctr MMOE"   # a quick look
 
-Input: ``H/exports/ds=D/samples.parquet`` as the nightly export wrote it (any ``tandem ingest`` format or
-the simulator): the training window (days before D) and the validation day D. Nothing under H is written:
-the file is copied into a scratch home (with the simulator's truth and the day's landing events when H
-has them, for the ceiling row), and every Tandem run trains and registers there.
+Input: ``H/exports/run_date=D/samples.parquet`` as the nightly export wrote it (any ``tandem ingest``
+format or the simulator): the training window (days before D) and the validation day D. Nothing under H is
+written: the file is copied into a scratch home (with the simulator's truth and the day's landing events
+when H has them, for the ceiling row), and every Tandem run trains and registers there.
 
 * Tasks: those of ``click``, ``cart``, ``purchase`` that the export has with at least one positive in
   the validation day.
@@ -47,7 +47,6 @@ import math
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,7 +61,7 @@ from bench.common import Tensors, table  # noqa: E402
 from mtl_model.config import PATH_DEFAULTS, Settings  # noqa: E402
 from mtl_model.dates import parse_date  # noqa: E402
 from mtl_model.learn.features import Encoders  # noqa: E402
-from mtl_model.learn.options import TOWER_DIM, feature_spec  # noqa: E402
+from mtl_model.learn.options import feature_spec  # noqa: E402
 from mtl_model.learn.samples import SAMPLES_FILE, labels, read_split  # noqa: E402
 
 CANDIDATE_TASKS = ("click", "cart", "purchase")
@@ -103,7 +102,7 @@ def make_scratch(home: Path, ds, scratch: Path) -> Path:
 
 def tasks_with_positives(samples: Path, ds) -> tuple[str, ...]:
     """The candidate tasks the export has with at least one positive on the validation day."""
-    df = pl.read_parquet(samples, hive_partitioning=False)  # the folder's ds= must not replace the column
+    df = pl.read_parquet(samples, hive_partitioning=False)  # the folder names the night, not the rows
     day = pl.col("ds").cast(pl.String()).str.slice(0, 10) == ds.isoformat()
     valid = df.filter(day)
     present = [t for t in CANDIDATE_TASKS if t in valid.columns]
@@ -129,6 +128,7 @@ def peer_tensors(settings: Settings, ds, tasks: tuple[str, ...]) -> Tensors:
         users,
         train_df,
         valid_df,
+        tasks,
     )
 
 
@@ -182,45 +182,14 @@ def flat(metrics: dict[str, dict[str, float]], tasks: tuple[str, ...]) -> dict[s
     return out
 
 
-@contextlib.contextmanager
-def peer_tasks(tasks: tuple[str, ...]) -> Iterator[None]:
-    """bench_train's peer code reads its module-level TASKS (quality, rechub_predict, deepctr_model) and
-    knows MMOE / PLE only: point TASKS at this export's tasks and add DeepCTR's SharedBottom."""
-    saved_tasks, saved_model = bt.TASKS, bt.deepctr_model
-
-    def deepctr_model(kind: str, t: Tensors, seed: int):
-        if kind != "shared_bottom":
-            return saved_model(kind, t, seed)
-        from deepctr_torch.inputs import DenseFeat, SparseFeat
-        from deepctr_torch.models.multitask import SharedBottom
-
-        columns = [
-            SparseFeat(f"cat_{name}", vocabulary_size=card, embedding_dim=16)
-            for name, card in zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True)
-        ] + [DenseFeat(f"num_{name}", 1) for name in t.encoders.spec.numeric]
-        return SharedBottom(
-            columns,
-            bottom_dnn_hidden_units=(128, 64),  # Tandem's shared bottom: 128 → 64, towers of 32
-            tower_dnn_hidden_units=(TOWER_DIM,),
-            task_types=["binary"] * len(tasks),
-            task_names=list(tasks),
-            device="cpu",
-            seed=seed,
-        )
-
-    bt.TASKS, bt.deepctr_model = tasks, deepctr_model
-    try:
-        yield
-    finally:
-        bt.TASKS, bt.deepctr_model = saved_tasks, saved_model
-
-
 def run_peer(t: Tensors, tasks: tuple[str, ...], lib: str, kind: str, seed: int, settings: Settings) -> dict:
     """One peer fit with bench_train's code, the nightly epochs, batch size and learning rate."""
     args = SimpleNamespace(
         seed=seed, lr=settings.learning_rate, epochs=settings.epochs, batch_size=settings.batch_size
     )
-    with peer_tasks(tasks), contextlib.redirect_stdout(io.StringIO()):  # rechub prints every epoch's loss
+    if t.tasks != tasks:
+        raise ValueError(f"the tensors hold tasks {t.tasks}, not {tasks}")
+    with contextlib.redirect_stdout(io.StringIO()):  # rechub prints every epoch's loss
         if lib == "deepctr":
             return bt.run_deepctr_own(t, kind, args)
         return bt.run_rechub_own(t, kind, args)

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import TASKS, Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
+from bench.common import Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
 from mtl_model.learn.baselines import popularity_scores  # noqa: E402
 from mtl_model.learn.device import deterministic  # noqa: E402
@@ -75,10 +75,10 @@ LAST_DAY = date(2026, 3, 7)
 def quality(probs: dict[str, np.ndarray], t: Tensors) -> dict[str, float]:
     labels = t.y_va.numpy()
     out: dict[str, float] = {}
-    for i, task in enumerate(TASKS):
+    for i, task in enumerate(t.tasks):
         out[f"auc_{task}"] = auc(labels[:, i], probs[task])
         out[f"gauc_{task}"] = gauc(labels[:, i], probs[task], t.users_va)
-    out["mean_auc"] = float(np.mean([out[f"auc_{task}"] for task in TASKS]))
+    out["mean_auc"] = float(np.mean([out[f"auc_{task}"] for task in t.tasks]))
     return out
 
 
@@ -106,7 +106,7 @@ def run_tandem(
         arch,
         t.encoders.cardinalities,
         t.encoders.n_numeric,
-        TASKS,
+        t.tasks,
         embedding_dim=16,
         hidden_dims=hidden,
         tower_dim=TOWER_DIM,
@@ -127,7 +127,7 @@ def run_tandem(
         )
     p = predict_proba(model, t.cat_va, t.num_va)
     speed = max(t.cat_tr.shape[0] / h["train_seconds"] for h in fit.history)  # the least disturbed epoch
-    return {"samples_per_s": speed, **quality({task: p[task].numpy() for task in TASKS}, t)}
+    return {"samples_per_s": speed, **quality({task: p[task].numpy() for task in t.tasks}, t)}
 
 
 def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dict:
@@ -135,7 +135,7 @@ def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dic
     Speed: training rows per second for the three models together (one pass over the data each)."""
     scene = t.encoders.spec.categorical.index("scene")
     probs, seconds = {}, 0.0
-    for i, task in enumerate(TASKS):
+    for i, task in enumerate(t.tasks):
         torch.manual_seed(args.seed)
         model = build_model(
             arch,
@@ -182,7 +182,7 @@ def rechub_model(kind: str, t: Tensors):
     from torch_rechub.models.multi_task import MMOE, PLE
 
     features = rechub_features(t)
-    towers = [{"dims": [TOWER_DIM]} for _ in TASKS]
+    towers = [{"dims": [TOWER_DIM]} for _ in t.tasks]
     if kind == "mmoe":
         return MMOE(features, ["classification"] * 3, 4, {"dims": [128, 64]}, towers)
     return PLE(features, ["classification"] * 3, 2, 1, 2, {"dims": [64]}, towers)
@@ -197,7 +197,7 @@ def rechub_predict(model, t: Tensors, batch: int = 65536) -> dict[str, np.ndarra
     ]
     p = torch.cat(outs).double().numpy()
     model.train()
-    return {task: p[:, i] for i, task in enumerate(TASKS)}
+    return {task: p[:, i] for i, task in enumerate(t.tasks)}
 
 
 def best(results: list[dict]) -> dict:
@@ -256,11 +256,12 @@ def run_rechub_loop(t: Tensors, kind: str, args) -> dict:
 
 
 def deepctr_model(kind: str, t: Tensors, seed: int):
-    """DeepCTR-Torch's MMOE / PLE at the capacity of the other rows: gates without hidden layers,
-    towers of TOWER_DIM; everything else (init, L2 on the embeddings) DeepCTR's defaults. ``seed``
-    goes to DeepCTR's own ``seed`` argument: its models reseed torch with it (default 1024)."""
+    """DeepCTR-Torch's MMOE / PLE / SharedBottom at the capacity of the other rows: gates without
+    hidden layers, towers of TOWER_DIM, the shared bottom as Tandem's (128 → 64); everything else
+    (init, L2 on the embeddings) DeepCTR's defaults. ``seed`` goes to DeepCTR's own ``seed``
+    argument: its models reseed torch with it (default 1024)."""
     from deepctr_torch.inputs import DenseFeat, SparseFeat
-    from deepctr_torch.models.multitask import MMOE, PLE
+    from deepctr_torch.models.multitask import MMOE, PLE, SharedBottom
 
     columns = [
         SparseFeat(f"cat_{name}", vocabulary_size=card, embedding_dim=16)
@@ -269,13 +270,16 @@ def deepctr_model(kind: str, t: Tensors, seed: int):
     common = dict(
         gate_dnn_hidden_units=(),
         tower_dnn_hidden_units=(TOWER_DIM,),
-        task_types=["binary"] * len(TASKS),
-        task_names=list(TASKS),
+        task_types=["binary"] * len(t.tasks),
+        task_names=list(t.tasks),
         device="cpu",
         seed=seed,
     )
     if kind == "mmoe":
         return MMOE(columns, num_experts=4, expert_dnn_hidden_units=(128, 64), **common)
+    if kind == "shared_bottom":
+        common.pop("gate_dnn_hidden_units")
+        return SharedBottom(columns, bottom_dnn_hidden_units=(128, 64), **common)
     experts = dict(shared_expert_num=2, specific_expert_num=1, num_levels=2, expert_dnn_hidden_units=(64,))
     model = PLE(columns, **experts, **common)
     # DeepCTR-Torch 0.3.0 builds specific_expert_num shared experts per level instead of
@@ -305,7 +309,9 @@ def run_deepctr_own(t: Tensors, kind: str, args) -> dict:
 
     torch.manual_seed(args.seed)
     model = deepctr_model(kind, t, args.seed)
-    model.compile(torch.optim.Adam(model.parameters(), lr=args.lr), loss=["binary_crossentropy"] * len(TASKS))
+    model.compile(
+        torch.optim.Adam(model.parameters(), lr=args.lr), loss=["binary_crossentropy"] * len(t.tasks)
+    )
     x_tr = {k: v.numpy() for k, v in rechub_x(t, t.cat_tr, t.num_tr).items()}
     x_va = {k: v.numpy() for k, v in rechub_x(t, t.cat_va, t.num_va).items()}
     seconds, per_epoch = [], []
@@ -314,7 +320,7 @@ def run_deepctr_own(t: Tensors, kind: str, args) -> dict:
             model.fit(x_tr, t.y_tr.numpy(), batch_size=args.batch_size, epochs=1, verbose=0)
         seconds.append(timer.seconds)
         p = model.predict(x_va, batch_size=65536)
-        per_epoch.append(quality({task: p[:, i].astype(np.float64) for i, task in enumerate(TASKS)}, t))
+        per_epoch.append(quality({task: p[:, i].astype(np.float64) for i, task in enumerate(t.tasks)}, t))
     return {"samples_per_s": t.cat_tr.shape[0] / min(seconds), **best(per_epoch)}
 
 
@@ -365,7 +371,7 @@ def prepare(args: argparse.Namespace) -> tuple[Tensors, Tensors | None]:
     print(
         f"{samples.height:,} exposures ({t.cat_tr.shape[0]:,} train, {t.cat_va.shape[0]:,} validation), "
         f"vocabularies {dict(zip(t.encoders.spec.categorical, t.encoders.cardinalities, strict=True))}, "
-        f"positive rates {dict(zip(TASKS, t.y_tr.mean(0).tolist(), strict=True))}; prepared in "
+        f"positive rates {dict(zip(t.tasks, t.y_tr.mean(0).tolist(), strict=True))}; prepared in "
         f"{timer.seconds:.1f}s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}; numeric features "
         f"{list(t.encoders.spec.numeric)}, of which log1p {list(t.encoders.spec.log_numeric)} and signed "
@@ -462,15 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     t, t_linear = prepare(args)
 
     rows: list[dict] = []
-    pop = popularity_scores(t.train_df, t.valid_df, TASKS)
+    pop = popularity_scores(t.train_df, t.valid_df, t.tasks)
     rows.append({"model": "popularity (item rates)", **quality({k: v.to_numpy() for k, v in pop.items()}, t)})
-    truth = {task: t.valid_df.get_column(f"p_{task}").fill_null(0.0).to_numpy() for task in TASKS}
+    truth = {task: t.valid_df.get_column(f"p_{task}").fill_null(0.0).to_numpy() for task in t.tasks}
     rows.append({"model": "truth (simulator p, ceiling)", **quality(truth, t)})
     rows += measure(bench_rows(t, t_linear, args), args)
     add_ratios(rows)
 
-    columns = ["model", "samples_per_s", "x_rechub", "x_deepctr", *(f"auc_{k}" for k in TASKS), "mean_auc"]
-    columns += [f"gauc_{k}" for k in TASKS] + ["load"]
+    columns = ["model", "samples_per_s", "x_rechub", "x_deepctr", *(f"auc_{k}" for k in t.tasks), "mean_auc"]
+    columns += [f"gauc_{k}" for k in t.tasks] + ["load"]
     print()
     print(table(rows, columns, markdown=args.markdown))
     return 0

@@ -170,6 +170,7 @@ class Tensors:
     users_va: object  # numpy array of the validation rows' user ids (for GAUC)
     train_df: pl.DataFrame
     valid_df: pl.DataFrame
+    tasks: tuple[str, ...] = TASKS  # the label columns of y_tr / y_va, in order
 
 
 def to_tensors(samples: pl.DataFrame, spec: FeatureSpec | None = None) -> Tensors:
