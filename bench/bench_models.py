@@ -9,14 +9,17 @@ the export carries the behaviour sequences) and exports it once. Every configura
 nightly way (``mtl_model.learn.train.train``, single-task baselines included) on exactly those rows,
 and scores the same candidates. Per configuration and seed it prints:
 
-* the validation day's AUC and GAUC of the joint model and of its single-task baselines, per task;
+* the AUC and GAUC of the joint model and of its single-task baselines, per task, on the day's test
+  split (``--split validation``: the split that picks the epoch), and the joint model's AUC per task
+  on the split's search-scene rows alone (``search_<task>_auc``);
 * the truth ceiling's AUC (the simulator's p of each logged exposure);
 * the top-10 lists from the candidates (fused score, category cap) judged by the truth, as shares of
   the oracle's clicks and purchases from the same candidates, and the within-user Spearman
   correlation of p_click and p_purchase with the true probabilities.
 
 Configurations: ``base`` (today's default), ``pal`` (position_bias=pal), ``din`` (the sequence
-encoder on), ``pal+din``; a ``:ARCH`` suffix (``pal+din:mmoe``) changes the architecture. Nothing is
+encoder on), ``pal+din``, ``text`` (titles and queries through the hashed n-gram encoder,
+text=hashed), ``din+text``; a ``:ARCH`` suffix (``pal+din:mmoe``) changes the architecture. Nothing is
 asserted.
 """
 
@@ -39,8 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_ranking import within_user_spearman  # noqa: E402
 from bench.common import table  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
+from mtl_model.learn.metrics import auc  # noqa: E402
 from mtl_model.learn.networks import predict_proba  # noqa: E402
 from mtl_model.learn.registry import load_version  # noqa: E402
+from mtl_model.learn.samples import read_samples, split_test  # noqa: E402
 from mtl_model.learn.train import train  # noqa: E402
 from mtl_model.outputs.score import fused_score, top_k  # noqa: E402
 from mtl_model.outputs.warehouse import export_day  # noqa: E402
@@ -53,6 +58,8 @@ VARIANTS = {
     "pal": {"position_bias": "pal"},
     "din": {"history": True},
     "pal+din": {"position_bias": "pal", "history": True},
+    "text": {"text": "hashed"},
+    "din+text": {"text": "hashed", "history": True},
 }
 
 
@@ -66,7 +73,9 @@ def variant_settings(base: Settings, name: str, history: int, seed: int) -> Sett
 
 
 def build_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConfig]:
-    settings = Settings(home=home, history_length=args.history, threads=args.threads)
+    settings = Settings(
+        home=home, history_length=args.history, threads=args.threads, baselines=not args.no_baselines
+    )
     config = SimConfig(n_users=args.users, n_items=args.items, seed=settings.seed)
     simulate(settings, END - timedelta(days=args.days - 1), args.days, config)
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
@@ -117,22 +126,38 @@ def judge(settings: Settings, config: SimConfig, version: str, k: int) -> dict[s
     }
 
 
+def scene_auc(settings: Settings, version: str, split: str, scene: str) -> dict[str, float]:
+    """The model's AUC per task on the rows of ``scene`` in the day's ``split``."""
+    rows = split_test(read_samples(settings, END, days=1), settings.test_fraction)[split == "test"]
+    rows = rows.filter(pl.col("scene") == scene)
+    model, encoders, _ = load_version(settings, version)
+    probs = predict_proba(model, *encoders.encode(rows))
+    return {
+        f"{scene}_{t}_auc": auc(rows[t].fill_null(0).clip(0, 1).to_numpy(), probs[t].numpy())
+        for t in model.tasks
+    }
+
+
 def run(settings: Settings, config: SimConfig, name: str, args: argparse.Namespace, seed: int) -> dict:
     variant = variant_settings(settings, name, args.history, seed)
     started = time.perf_counter()
     result = train(variant, END)
     seconds = time.perf_counter() - started
     row: dict = {"config": name, "seed": seed, "train_s": seconds}
-    for task, m in result.metrics.items():
-        single = result.baselines.get("single_task", {}).get(task, {})
-        truth = result.baselines.get("truth", {}).get(task, {})
+    test = args.split == "test"
+    metrics = result.test_metrics if test else result.metrics
+    baselines = result.test_baselines if test else result.baselines
+    for task, m in metrics.items():
+        single = baselines.get("single_task", {}).get(task, {})
+        truth = baselines.get("truth", {}).get(task, {})
         row.update({f"{task}_auc": m["auc"], f"{task}_auc_single": single.get("auc", float("nan"))})
         row.update({f"{task}_gauc": m["gauc"], f"{task}_gauc_single": single.get("gauc", float("nan"))})
         row[f"{task}_auc_truth"] = truth.get("auc", float("nan"))
     row["mean_auc"], row["mean_auc_single"] = (
-        result.mean_auc,
-        float(np.nanmean([row[f"{t}_auc_single"] for t in result.metrics])),
+        result.test_mean_auc if test else result.mean_auc,
+        float(np.nanmean([row[f"{t}_auc_single"] for t in metrics])),
     )
+    row.update(scene_auc(variant, result.version, args.split, "search"))
     row.update(judge(variant, config, result.version, args.k))
     return row
 
@@ -147,6 +172,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--split", choices=("test", "validation"), default="test")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the single-task baselines")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tandem-bench-models-"))
     started = time.perf_counter()
@@ -161,6 +188,7 @@ def main() -> None:
     tasks = ("click", "cart", "purchase")
     columns = ["config", "seed", "mean_auc", "mean_auc_single"]
     columns += [f"{t}_{m}" for t in tasks for m in ("auc", "auc_single", "gauc", "gauc_single", "auc_truth")]
+    columns += [f"search_{t}_auc" for t in tasks]
     columns += ["clicks_vs_oracle", "purchases_vs_oracle", "rho_click", "rho_purchase", "train_s"]
     print(table(rows, columns, markdown=True))
     means = pl.DataFrame(rows).group_by("config", maintain_order=True).agg(pl.exclude("seed").mean())

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from mtl_model.contract import EVENT_TYPES
+from mtl_model.contract import EVENT_TYPES, LABEL_EVENTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -34,7 +34,7 @@ ENV_PREFIX = "TANDEM_"
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 LOSS_WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "pcgrad")
 CLASS_BALANCES = ("none", "pos_weight", "focal")
-LABELS = ("click", "cart", "purchase")  # the label columns of training_samples a task can name
+LABELS = tuple(LABEL_EVENTS)  # the label columns of training_samples a task can name
 # TANDEM_* variables that are not settings: the demo's sizes and source (mtl_model.pipeline.demo)
 OTHER_VARIABLES = frozenset(f"TANDEM_DEMO_{name}" for name in ("SOURCE", "USERS", "ITEMS", "DAYS"))
 # folders under home that a path setting defaults to
@@ -59,6 +59,7 @@ DBT_SETTINGS = (
     "max_candidates_per_user",
     "exclude_bought",
     "negatives_per_view",
+    "negative_sampling",
     "late_days_allowed",
     "history_length",
     "top_k",
@@ -113,8 +114,16 @@ class Settings(BaseSettings):
     candidates_covisit: Count = 50  # items co-clicked in sessions with the user's recent clicks
     candidates_recent: Count = 30  # items the user clicked or carted in the window
     max_candidates_per_user: Positive = 300
+    # a learned candidate source beside the dbt ones: a two-tower model fitted each night on the
+    # window's clicks (mtl_model.learn.retrieval; docs/retrieval.md); off: the dbt sources alone
+    retrieval: Literal["off", "two_tower"] = "off"
+    retrieval_top_n: Annotated[int, Field(ge=1, le=2000)] = 100  # items it offers per active user
     exclude_bought: bool = True  # never recommend what the user bought in the window
     negatives_per_view: Count = 4  # view-only sources: sampled items the user did not touch, per view
+    # view-only sources: how those items are drawn (seeded): uniform over the day's items, by popularity
+    # (distinct users per item on the popularity_days days before the day, plus one), or by popularity
+    # within the viewed item's category (docs/data.md, "Sampled negatives")
+    negative_sampling: Literal["uniform", "popularity", "popularity_category"] = "uniform"
     late_days_allowed: Count = 3  # events landing up to this many days after their business date count
     history_length: Annotated[int, Field(ge=0, le=200)] = 0  # last N behaviour events per sample (0: off)
 
@@ -126,12 +135,25 @@ class Settings(BaseSettings):
     epochs: Positive = 3
     batch_size: Positive = 2048
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.003
+    # the learning rate over the steps of `epochs`: constant, or a cosine from learning_rate down to a
+    # tenth of it (later epochs move the weights less, so they drift less past the best)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # decoupled (AdamW) decay of the dense layers
+    # decoupled decay of the embedding rows a batch touches (lazy, like their Adam moments)
+    embedding_weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    test_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5  # users of ds held out from selection
     device: Literal["auto", "cpu", "cuda"] = "auto"
     promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC
     esmm: Literal["auto", "true", "false"] = "auto"  # auto: on for mmoe / ple (pCTCVR = pCTR × pCVR)
     scene_towers: bool = False  # a tower per scene (home, search) on top of the shared one
     # feature: the position is an input (candidates get the median); pal: only a ProbSeen tower sees it
     position_bias: Literal["feature", "pal"] = "feature"
+    # item titles and search queries as input (mtl_model.learn.networks.text): hashed: one learned
+    # encoder of hashed word and character n-grams, shared by both, and their cosine match; off: none
+    text: Literal["off", "hashed"] = "off"
+    text_buckets: Annotated[int, Field(ge=16, le=1 << 24)] = 1 << 16  # hash buckets of the n-grams
+    text_length: Annotated[int, Field(ge=1, le=512)] = 32  # n-grams kept per text (words, pairs, trigrams)
+    text_encoder_path: Path | None = None  # a locally installed pretrained text encoder: not supported yet
     n_experts: Positive = 4  # MMoE experts
     ple_levels: Positive = 2  # PLE extraction levels (at most len(hidden_dims))
     ple_task_experts: Positive = 1  # PLE experts per task and level
@@ -150,6 +172,14 @@ class Settings(BaseSettings):
     checkpoint_dir: Path | None = None  # default models_dir/.checkpoints
     bf16: bool = True  # autocast on CUDA only
     baselines: bool = True  # popularity and single-task baselines into model_metrics each night
+    # the single-task baselines only on nights whose day number (days since 0001-01-01) is a multiple
+    # of this (1: every night); the popularity and truth references run every night
+    baselines_every: Positive = 1
+    # training days only: keep this share of the rows where every label is 0 (a seeded hash of the
+    # row's key), weighting the kept ones by 1/rate in the loss (docs/models.md); 1.0: keep all
+    negative_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # >1: the train step runs `torchrun --standalone --nproc_per_node=N` (gloo on CPU, NCCL on CUDA)
+    train_nproc: Positive = 1
     threads: Count = 0  # torch threads; 0 leaves torch's default
 
     # Outputs
@@ -169,6 +199,11 @@ class Settings(BaseSettings):
     owner: Annotated[str, Field(min_length=1)] = "tandem"  # the owner of every task of the DAG
     task_timeout_minutes: Positive = 120  # execution_timeout of every task
     train_timeout_minutes: Count = 0  # execution_timeout of train (0: task_timeout_minutes)
+    # the first task waits (rescheduled every wait_poke_seconds) while an earlier night is queued or
+    # running, or the day is not landed; skipped with the reason when not landed after landing_wait_hours.
+    # At least 10 s: a sensor requeued before the scheduler heard its last poke end is failed by it
+    wait_poke_seconds: Annotated[int, Field(ge=10)] = 60
+    landing_wait_hours: Annotated[float, Field(ge=0.0)] = 6.0
     # who hears of a failed night (the DAG's on_failure_callback; Airflow notifiers): off by default
     notify: Literal["none", "smtp", "webhook"] = "none"
     notify_webhook_url: str = ""  # notify=webhook: the URL a JSON summary is POSTed to
@@ -209,6 +244,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("home", "warehouse_path")
+    @classmethod
+    def _no_query_mark(cls, value: Path) -> Path:
+        # dbt-duckdb reads a '?' in the database path as the start of URI options, then splices
+        # the rest into SQL unescaped: refuse it in one line rather than fail inside dbt
+        if "?" in str(value):
+            raise ValueError(f"a path without '?' (dbt-duckdb reads it as URI options): {value}")
+        return value
+
+    @field_validator("text_encoder_path", mode="before")
+    @classmethod
+    def _pretrained_text_encoder(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise ValueError(f"no such file or folder: {str(path)!r}")
+        raise ValueError(f"a pretrained text encoder ({str(path)!r}) is not supported yet; unset it")
 
     @field_validator("business_tz")
     @classmethod
@@ -277,7 +331,10 @@ class Settings(BaseSettings):
         return self.landing_dir / table / f"ds={ds}"
 
     def export_dir(self, ds: date | str) -> Path:
-        return self.exports_dir / f"ds={ds}"
+        # run_date=, not ds=: samples.parquet holds the whole training window, and a reader that
+        # applies hive partitioning (DuckDB's default) would overwrite each row's ds with the folder's
+        # (docs/analysts.md, "Exports"); run_date is a column of no export, so every read is right
+        return self.exports_dir / f"run_date={ds}"
 
     def output_dir(self, ds: date | str) -> Path:
         return self.outputs_dir / f"ds={ds}"

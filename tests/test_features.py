@@ -171,7 +171,7 @@ def test_count_and_amount_features_get_a_log_by_a_recorded_rule(train_rows: pl.D
     assert bad[0, col].item() == pytest.approx((-math.log1p(5) - stats.mean) / stats.std, rel=1e-5)
     # the choice is in the JSON: a reader applies it without refitting
     data = enc.to_dict()
-    assert data["format"] == ENCODERS_FORMAT == 4
+    assert data["format"] == ENCODERS_FORMAT == 5
     assert (
         data["spec"]["signed_log_numeric"] == ["f_clicks_30d", "f_spend_30d"] and data["spec"]["log_counts"]
     )

@@ -28,6 +28,14 @@ uses exactly the vocabularies and statistics the model was trained with.
   value met at scoring time). The chosen columns are written to the encoders JSON
   (``signed_log_numeric``), so scoring applies exactly the transforms the model was trained with.
   Encoders of formats 1–2 (before this rule) read back with no such column.
+* Text (``FeatureSpec.text``: the item's ``title`` and the search exposure's ``query``): nothing is
+  fitted. Each text is lower-cased, every run of characters other than letters and digits becomes one
+  space, and it is cut into n-grams, in this order: its words (``<w>``), its pairs of adjacent words
+  (``w1 w2``) and the character trigrams of each word padded with ``<`` and ``>`` (fastText's
+  subwords: ``<ab``, ``abc``, ``bc>``). The first ``text_length`` n-grams are kept (words first) and
+  each is coded 1 + its bucket in ``[0, text_buckets)`` by :func:`hash_strings` (0: past the text's
+  end, or no text). The codes follow the sequence's steps in the code columns. Each distinct text is
+  cut once per call (a title repeats over every exposure of its item), all of it in polars and numpy.
 """
 
 from __future__ import annotations
@@ -44,11 +52,14 @@ import torch
 NULL_CODE = 0
 OOV_CODE = 1
 FIRST_KNOWN_CODE = 2
-ENCODERS_FORMAT = 4  # 3: signed_log_numeric and log_counts in the spec; 4: the behaviour sequence
-READABLE_FORMATS = (1, 2, 3, 4)
+ENCODERS_FORMAT = 5  # 3: signed_log_numeric, log_counts; 4: the behaviour sequence; 5: text
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 # sequence fields coded with a categorical column's vocabulary (and read in its embedding table)
 HISTORY_VOCABULARY = {"hist_item_ids": "item_id", "hist_category_ids": "category_id"}
 HISTORY_FIELDS = ("hist_item_ids", "hist_category_ids", "hist_event_types", "hist_days_ago")
+TEXT_FIELDS = ("title", "query")  # the item's title; the search exposure's query (null elsewhere)
+TEXT_SEED = 0x54616E64656D  # fixed: the same n-gram buckets in every process, machine and version
+_FNV_PRIME = np.uint64(0x100000001B3)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,94 @@ class FeatureSpec:
     hash_buckets: int = 4096  # buckets of a capped column (used only when its vocabulary exceeds the cap)
     history: tuple[str, ...] = ()  # list columns of the behaviour sequence (HISTORY_FIELDS), newest first
     history_length: int = 0  # steps kept per sequence (codes 0 past its end)
+    text: tuple[str, ...] = ()  # string columns cut into hashed n-grams (TEXT_FIELDS), in this order
+    text_buckets: int = 1 << 16  # hash buckets of the n-grams (codes 1 … text_buckets)
+    text_length: int = 32  # n-grams kept per text (codes 0 past its end)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea, Flood, OOPSLA 2014), elementwise on uint64 (wrapping)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_strings(values: pl.Series, seed: int = TEXT_SEED) -> np.ndarray:
+    """uint64 hash of each non-empty string: ``h = Σ_i b_i · P^(n−1−i) mod 2⁶⁴`` over its UTF-8 bytes
+    ``b_0 … b_(n−1)`` (P the 64-bit FNV prime), then ``mix(h ^ mix(n ^ seed))`` with ``mix`` the
+    splitmix64 finaliser. Arithmetic on the bytes alone, in numpy: the same in every process, on every
+    machine and with every polars version (polars' own ``hash`` is stable within one version only)."""
+    if values.is_empty():
+        return np.zeros(0, dtype=np.uint64)
+    lengths = values.str.len_bytes().to_numpy()
+    if values.null_count() or int(lengths.min()) <= 0:
+        raise ValueError("hash_strings needs non-empty strings (no nulls)")
+    lengths = lengths.astype(np.int64)
+    data = np.frombuffer(values.str.join("").item().encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    ends = np.cumsum(lengths)
+    to_end = np.repeat(ends, lengths) - 1 - np.arange(data.size)  # bytes after this one in its string
+    powers = np.cumprod(np.full(int(lengths.max()), _FNV_PRIME, dtype=np.uint64))
+    powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])  # P^0, P^1, …
+    h = np.add.reduceat(data * powers[to_end], ends - lengths)
+    return _mix64(h ^ _mix64(lengths.astype(np.uint64) ^ np.uint64(seed)))
+
+
+def text_ngrams(texts: pl.Series) -> pl.DataFrame:
+    """The n-grams of each of ``texts`` (the module docstring's rule): columns ``text`` (row of
+    ``texts``), ``rank`` (0, 1, … in the order kept: words, word pairs, trigrams) and ``ngram``."""
+    norm = texts.cast(pl.String()).str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ")
+    words = (
+        pl.DataFrame(
+            {"text": np.arange(len(texts), dtype=np.int64), "w": norm.str.strip_chars().str.split(" ")}
+        )
+        .explode("w")
+        .filter(pl.col("w").is_not_null() & (pl.col("w") != ""))
+        .with_columns(
+            pos=pl.int_range(pl.len()).over("text"), padded=pl.concat_str(pl.lit("<"), "w", pl.lit(">"))
+        )
+    )
+    unigrams = words.select("text", pl.lit(0).alias("kind"), "pos", pl.lit(0).alias("sub"), ngram="padded")
+    bigrams = (
+        words.with_columns(next=pl.col("w").shift(-1).over("text"))
+        .filter(pl.col("next").is_not_null())
+        .select(
+            "text",
+            pl.lit(1).alias("kind"),
+            "pos",
+            pl.lit(0).alias("sub"),
+            ngram=pl.concat_str("w", "next", separator=" "),
+        )
+    )
+    trigrams = (
+        words.with_columns(sub=pl.int_ranges(0, pl.col("padded").str.len_chars() - 2))
+        .explode("sub")
+        .select(
+            "text", pl.lit(2).alias("kind"), "pos", "sub", ngram=pl.col("padded").str.slice(pl.col("sub"), 3)
+        )
+    )
+    grams = pl.concat([unigrams, bigrams, trigrams], how="vertical_relaxed").sort(
+        "text", "kind", "pos", "sub"
+    )
+    return grams.select("text", pl.int_range(pl.len()).over("text").alias("rank"), "ngram")
+
+
+def text_codes(texts: pl.Series, buckets: int, length: int) -> np.ndarray:
+    """int64 [N, length]: 1 + the bucket of each text's first ``length`` n-grams, 0 past its end and
+    for a null or empty text. Each distinct text is cut and hashed once; each distinct n-gram too."""
+    raw = texts.cast(pl.String())
+    distinct = raw.drop_nulls().unique().sort()
+    table = np.zeros((len(distinct) + 1, length), dtype=np.int64)  # the last row: no text
+    grams = text_ngrams(distinct).filter(pl.col("rank") < length)
+    if grams.height:
+        grams = grams.with_columns(gram=pl.col("ngram").rank("dense").cast(pl.Int64) - 1)
+        unique = grams.get_column("ngram").unique().sort()  # in the dense rank's order
+        codes = (hash_strings(unique) % np.uint64(buckets)).astype(np.int64) + 1
+        table[grams["text"].to_numpy(), grams["rank"].to_numpy()] = codes[grams["gram"].to_numpy()]
+    index = raw.replace_strict(
+        distinct, np.arange(len(distinct)), default=len(distinct), return_dtype=pl.Int64
+    )
+    return table[index.fill_null(len(distinct)).to_numpy()]
 
 
 @dataclass(frozen=True)
@@ -119,6 +218,12 @@ def _numeric_expr(df: pl.DataFrame, name: str, spec: FeatureSpec) -> pl.Expr:
     elif name in spec.signed_log_numeric:
         expr = expr.sign() * expr.abs().log1p()
     return expr
+
+
+def _select(df: pl.DataFrame, exprs: list[pl.Expr]) -> pl.DataFrame:
+    """``df.select(exprs)`` with every expression at the frame's height (a literal alone would be one row)."""
+    height = pl.int_range(pl.len()).alias("__height__")  # one expression of the frame's length
+    return df.select(height, *exprs).drop("__height__") if exprs else pl.DataFrame()
 
 
 def count_columns(df: pl.DataFrame, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -212,9 +317,15 @@ class Encoders:
         return {"length": self.spec.history_length, "fields": fields, "target": target}
 
     @property
+    def n_text(self) -> int:
+        """Code columns of the text n-grams (``text_length`` per text column; 0 when text is off)."""
+        return len(self.spec.text) * self.spec.text_length
+
+    @property
     def n_categorical(self) -> int:
-        """Code columns produced by :meth:`encode`: the categoricals, then the sequence's steps."""
-        return len(self.spec.categorical) + len(self.spec.history) * self.spec.history_length
+        """Code columns produced by :meth:`encode`: the categoricals, the sequence's steps, the text's
+        n-grams."""
+        return len(self.spec.categorical) + len(self.spec.history) * self.spec.history_length + self.n_text
 
     @property
     def n_numeric(self) -> int:
@@ -257,9 +368,8 @@ class Encoders:
                 exprs.append(self._codes(vocab, raw, values).alias(f"seq_{name}_{j}"))
         return exprs
 
-    def encode_frame(self, df: pl.DataFrame) -> pl.DataFrame:
-        """Encoded columns as a polars frame: Int64 codes for categoricals and the sequence's steps,
-        Float32 for numerics."""
+    def _code_exprs(self, df: pl.DataFrame) -> list[pl.Expr]:
+        """Int64 codes of the categoricals, then of the sequence's steps."""
         exprs: list[pl.Expr] = []
         for name in self.spec.categorical:
             raw = _column(df, name, pl.String())
@@ -267,25 +377,55 @@ class Encoders:
                 df.get_column(name).cast(pl.String()) if name in self.hashed and name in df.columns else None
             )
             exprs.append(self._codes(name, raw, values).alias(f"cat_{name}"))
-        exprs += self._history_exprs(df)
+        return exprs + self._history_exprs(df)
+
+    def _numeric_exprs(self, df: pl.DataFrame) -> list[pl.Expr]:
+        exprs: list[pl.Expr] = []
         for name in self.spec.numeric:
             stats = self.numeric[name]
             value = _numeric_expr(df, name, self.spec).fill_null(stats.median).fill_nan(stats.median)
             exprs.append(((value - stats.mean) / stats.std).cast(pl.Float32()).alias(f"num_{name}"))
-        return df.select(exprs)
+        return exprs
+
+    def _text_codes(self, df: pl.DataFrame) -> np.ndarray:
+        """int64 [N, n_text]: the n-gram codes of each text column in turn (a missing column: none)."""
+        parts = [
+            text_codes(
+                df.get_column(name)
+                if name in df.columns
+                else pl.Series(name, [None] * df.height, pl.String()),
+                self.spec.text_buckets,
+                self.spec.text_length,
+            )
+            for name in self.spec.text
+        ]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((df.height, 0), dtype=np.int64)
+
+    def encode_frame(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Encoded columns as a polars frame: Int64 codes for categoricals, the sequence's steps and
+        the text's n-grams (``txt_<column>_<j>``), Float32 for numerics."""
+        text = self._text_codes(df)
+        names = [f"txt_{name}_{j}" for name in self.spec.text for j in range(self.spec.text_length)]
+        frames = [
+            _select(df, self._code_exprs(df)),
+            pl.DataFrame({n: text[:, k] for k, n in enumerate(names)}, schema=dict.fromkeys(names, pl.Int64)),
+            _select(df, self._numeric_exprs(df)),
+        ]
+        return pl.concat([f for f in frames if f.width], how="horizontal")
 
     def encode(self, df: pl.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode rows: categorical codes ``LongTensor [N, C]`` and numeric ``FloatTensor [N, F]``.
+        """Encode rows: categorical codes ``LongTensor [N, C]`` (the categoricals, the sequence's steps,
+        the text's n-grams) and numeric ``FloatTensor [N, F]``.
 
         Fully vectorised; unseen values map to the OOV code and nulls to the null code, never an error.
         """
-        enc = self.encode_frame(df)
-        n_cat = self.n_categorical
         # row-major, writable arrays built directly (no Fortran-order copy converted afterwards)
-        cat = enc.select(enc.columns[:n_cat]).to_numpy(order="c", writable=True)
-        num = enc.select(enc.columns[n_cat:]).to_numpy(order="c", writable=True)
-        del enc
-        cat = np.require(cat.reshape(len(df), n_cat), dtype=np.int64, requirements=["C", "W"])
+        codes = _select(df, self._code_exprs(df)).to_numpy(order="c", writable=True)
+        codes = codes.reshape(len(df), self.n_categorical - self.n_text)
+        if self.n_text:
+            codes = np.concatenate([codes, self._text_codes(df)], axis=1)
+        num = _select(df, self._numeric_exprs(df)).to_numpy(order="c", writable=True)
+        cat = np.require(codes, dtype=np.int64, requirements=["C", "W"])
         num = np.require(num.reshape(len(df), self.n_numeric), dtype=np.float32, requirements=["C", "W"])
         return torch.from_numpy(cat), torch.from_numpy(num)
 
@@ -321,6 +461,9 @@ class Encoders:
             signed_log_numeric=tuple(raw.get("signed_log_numeric", ())),
             history=tuple(raw.get("history", ())),  # formats 1–3: no sequence
             history_length=int(raw.get("history_length", 0)),
+            text=tuple(raw.get("text", ())),  # formats 1–4: no text
+            text_buckets=int(raw.get("text_buckets", defaults.text_buckets)),
+            text_length=int(raw.get("text_length", defaults.text_length)),
         )
         numeric = {name: NumericStats(**stats) for name, stats in data["numeric"].items()}
         return cls(

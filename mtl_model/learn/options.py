@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from mtl_model.config import Settings
-from mtl_model.learn.features import HISTORY_FIELDS, Encoders, FeatureSpec
+from mtl_model.learn.features import HISTORY_FIELDS, TEXT_FIELDS, Encoders, FeatureSpec
 from mtl_model.learn.networks import build_model, default_esmm
 
 TOWER_DIM = 32
@@ -85,6 +85,8 @@ def feature_spec(settings: Settings) -> FeatureSpec:
     common: dict[str, Any] = {"max_vocab": settings.max_vocab, "hash_buckets": settings.hash_buckets}
     if settings.history_length > 0:  # DIN over the user's last behaviour events
         common.update(history=HISTORY_FIELDS, history_length=settings.history_length)
+    if settings.text != "off":  # the title and the query as hashed n-grams (networks/text.py)
+        common.update(text=TEXT_FIELDS, text_buckets=settings.text_buckets, text_length=settings.text_length)
     spec = FeatureSpec(log_counts=flag(settings, "log_counts"), **common)
     if settings.position_bias == "pal":
         numeric = tuple(c for c in spec.numeric if c != "position")
@@ -106,6 +108,8 @@ def model_kwargs(
         kwargs["bias_index"] = len(categorical) - 1
     if history:
         kwargs["history"] = history
+    if settings.text != "off":  # the n-gram codes follow the sequence's in ``cat`` (Encoders.encode)
+        kwargs["text"] = {"buckets": settings.text_buckets, "length": settings.text_length}
     if settings.architecture == "mmoe":
         kwargs["n_experts"] = settings.n_experts
     if settings.architecture == "ple":
@@ -129,6 +133,10 @@ def options_fingerprint(settings: Settings) -> dict[str, Any]:
         data["position_bias"] = settings.position_bias
     if settings.history_length > 0:
         data["history_length"] = settings.history_length
+    if settings.negative_sampling != "uniform":  # the rows differ (dbt draws them), so do the weights
+        data["negative_sampling"] = settings.negative_sampling
+    if settings.text != "off":
+        data.update(text=settings.text, text_buckets=settings.text_buckets, text_length=settings.text_length)
     return data
 
 

@@ -21,6 +21,7 @@ from mtl_model.learn.networks.din import TargetAttention
 from mtl_model.learn.networks.embedding import FeatureEmbedding
 from mtl_model.learn.networks.esmm import ESMM_PARENT, product_logit
 from mtl_model.learn.networks.pal import ProbSeen, with_position_bias
+from mtl_model.learn.networks.text import TitleQueryText
 from mtl_model.learn.networks.towers import SceneTower, TaskTowers
 
 # 1: one nn.Embedding per feature (+ gate_scene), one nn.Sequential tower per task;
@@ -84,6 +85,10 @@ class MultiTaskNet(nn.Module):
       the user's behaviour sequence; a field is ``{"table": k}`` (codes of main column k's vocabulary,
       read in its table) or ``{"size": n}`` (a table of its own). The attention's interest vector
       [B, D] joins the backbone's input.
+    * ``text`` (:mod:`mtl_model.learn.networks.text`): ``{"buckets": n, "length": L}``. ``cat`` then
+      carries, after the sequence's columns, L n-gram codes of the item's title and L of the query;
+      one shared encoder reads both, and the title's vector [B, D] and the query–title cosine [B, 1]
+      join the backbone's input.
 
     Subclasses implement ``_backbone(x [B, I], scene_emb [B, D] | None) → (reps [T, B, H], gates)``
     and ``shared_parameters()`` (the last layer that all tasks share, for GradNorm).
@@ -103,6 +108,7 @@ class MultiTaskNet(nn.Module):
         gated: bool = False,
         bias_index: int | None = None,
         history: dict | None = None,
+        text: dict | None = None,
     ) -> None:
         super().__init__()
         if bias_index is not None and bias_index != len(cardinalities) - 1:
@@ -134,6 +140,13 @@ class MultiTaskNet(nn.Module):
         self.attention = TargetAttention(embedding_dim) if history else None
         self.prob_seen = ProbSeen(embedding_dim, scene_index is not None) if bias_index is not None else None
         self.gate_extra = embedding_dim if self.has_gate_scene else 0
+        self.text = None  # with text off, nothing is drawn: the other layers start as before the option
+        if text:
+            buckets, length = int(text["buckets"]), int(text["length"])
+            self.text = TitleQueryText(buckets, length, embedding_dim, sparse=sparse)
+            self.in_dim += self.text.out_dim
+            first = self.n_features + (int(history["length"]) * len(history["fields"]) if history else 0)
+            self._text_columns = slice(first, first + 2 * length)  # title's L codes, then the query's
         self.register_load_state_dict_pre_hook(_upgrade_layout_1)
         self.tower_dim = tower_dim
         self.scene_towers: nn.ModuleDict | None = None
@@ -188,7 +201,7 @@ class MultiTaskNet(nn.Module):
         raise NotImplementedError
 
     def embedding_modules(self) -> list[nn.Embedding]:
-        return [self.embedding]
+        return [self.embedding] + ([self.text.encoder.embedding] if self.text is not None else [])
 
     def forward_with_gates(
         self, cat: torch.Tensor, num: torch.Tensor
@@ -208,7 +221,9 @@ class MultiTaskNet(nn.Module):
         if self.bias_index is not None:  # PAL: the position's vector goes to ProbSeen only
             vectors, position = vectors.split([self.n_features - 1, 1], dim=1)  # [B, C-1, D], [B, 1, D]
         parts = [vectors.flatten(1), num] + ([interest] if interest is not None else [])
-        x = torch.cat(parts, dim=1)  # [B, I] = [B, C·D + F (+D)] (C-1 embeddings under PAL)
+        if self.text is not None:  # the title's vector and the query–title match
+            parts.append(self.text(cat[:, self._text_columns]))  # [B, D + 1]
+        x = torch.cat(parts, dim=1)  # [B, I] = [B, C·D + F (+D) (+D+1)] (C-1 embeddings under PAL)
         scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
         reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
         logits: dict[str, torch.Tensor] = {}

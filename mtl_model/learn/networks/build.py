@@ -40,6 +40,7 @@ def build_model(
     ple_shared_experts: int = 2,
     bias_index: int | None = None,
     history: dict | None = None,
+    text: dict | None = None,
 ) -> MultiTaskNet:
     """Build the architecture called ``name``; raises ``ValueError`` for an unknown name.
 
@@ -56,6 +57,7 @@ def build_model(
         sparse=sparse,
         bias_index=bias_index,
         history=history,
+        text=text,
     )
     hidden_dims = tuple(int(d) for d in hidden_dims)
     if name == "shared_bottom":
