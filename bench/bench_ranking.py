@@ -4,6 +4,7 @@ next day with what the simulator's own feed showed them.
 
     python bench/bench_ranking.py                    # demo size: 2,000 users, 1,000 items, 14 days
     python bench/bench_ranking.py --users 20000 --items 10000
+    python bench/bench_ranking.py --retrieval two_tower          # with the learned candidate source
 
 The bench simulates, runs the last two nights through the DAG (``dag.test``), and builds, for the
 users with a published list on the last night, ``--k`` items per user:
@@ -18,6 +19,13 @@ users with a published list on the last night, ``--k`` items per user:
 * ``candidates at random``: a seeded shuffle of each user's candidates;
 * ``oracle clicks`` / ``oracle purchases``: the truth's best lists from the same candidates. This is
   the ceiling for the candidate set.
+
+With ``--retrieval two_tower`` the night runs with ``TANDEM_RETRIEVAL=two_tower`` and the candidates
+above are the merged set score.py ranks (the dbt sources plus the two-tower's). The lists are also
+judged against the catalogue oracle (``oracle clicks (catalogue)``: the truth's best list over every
+in-stock item the user did not buy, not only the candidates), which does not move with the candidate
+set, and each candidate source's recall of both oracles' top K is printed (the share of the oracle
+lists' (user, item) pairs that the source offered).
 
 Every list from the candidates has the category cap. Each list is shown in the home feed at
 positions 1..K and judged by ``mtl_model.sources.simulate.true_probabilities``. Reported per user: expected
@@ -57,23 +65,76 @@ def within_user_spearman(df: pl.DataFrame, score: str, truth: str) -> float:
     return float(per_user.filter((pl.col("n") >= 2) & pl.col("rho").is_finite())["rho"].mean())
 
 
+def catalogue_oracle(
+    config, users: pl.DataFrame, in_stock: pl.DataFrame, bought: pl.DataFrame | None, chunk: int = 2_000_000
+) -> pl.DataFrame:
+    """Every (user, in-stock item) pair, without the bought ones, with its true p_click / p_purchase in
+    the home feed at position 1 (the candidates' truth), bots left out; in chunks of users."""
+    from mtl_model.sources.simulate import true_probabilities
+
+    user_ids = users["user_id"].sort()
+    per = max(1, chunk // max(in_stock.height, 1))
+    parts = []
+    for start in range(0, len(user_ids), per):
+        pairs = user_ids.slice(start, per).to_frame().join(in_stock, how="cross")
+        if bought is not None:
+            pairs = pairs.join(bought, on=["user_id", "item_id"], how="anti")
+        truth = true_probabilities(config, pairs["user_id"], pairs["item_id"], np.ones(pairs.height))
+        pairs = pairs.with_columns(
+            truth["p_click"].alias("true_click"),
+            truth["p_purchase"].alias("true_purchase"),
+            pl.lit("home").alias("scene"),
+        )
+        parts.append(pairs.filter(pl.col("true_click").is_not_null()))
+    return pl.concat(parts)
+
+
+def source_recalls(scored: pl.DataFrame, users: pl.DataFrame, oracles: dict[str, pl.DataFrame]) -> list[dict]:
+    """Per candidate source (a ``source_mask`` bit; and all of them): candidate pairs per user and the
+    share of each oracle list's (user, item) pairs that the source offered."""
+    from mtl_model.outputs.score import SOURCE_BITS
+
+    key = ["user_id", "item_id"]
+    offered = scored.join(users, on="user_id", how="semi").select(*key, "source_mask")
+    rows = []
+    for source, bit in [*SOURCE_BITS.items(), ("all candidates", 0)]:
+        mine = offered.filter((pl.col("source_mask") & bit) > 0) if bit else offered
+        if bit and mine.is_empty():
+            continue
+        row = {"source": source, "pairs_per_user": mine.height / max(users.height, 1)}
+        for name, oracle in oracles.items():
+            oracle = oracle.join(users, on="user_id", how="semi")
+            row[name] = oracle.join(mine, on=key, how="semi").height / max(oracle.height, 1)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--retrieval", choices=("off", "two_tower"), default="off")
+    parser.add_argument("--retrieval-top-n", type=int, default=100)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tandem-bench-ranking-"))
     os.environ["TANDEM_HOME"] = str(home)  # the DAG's tasks load their settings from the environment
     os.environ["TANDEM_TOP_K"] = str(args.k)
+    os.environ["TANDEM_RETRIEVAL"] = args.retrieval
+    os.environ["TANDEM_RETRIEVAL_TOP_N"] = str(args.retrieval_top_n)
 
     import duckdb
 
     from mtl_model.config import load_settings
     from mtl_model.learn.networks import predict_proba
     from mtl_model.learn.registry import load_current
-    from mtl_model.outputs.score import top_k
+    from mtl_model.outputs.score import (
+        mark_offered,
+        retrieval_offered,
+        retrieval_rows,
+        top_k,
+    )
     from mtl_model.pipeline.airflow_env import run_day
     from mtl_model.sources.simulate import SimConfig, simulate, true_probabilities
 
@@ -88,6 +149,10 @@ def main() -> None:
 
     published = pl.read_parquet(settings.output_dir(last) / "recommendations.parquet")
     candidates = pl.read_parquet(settings.export_dir(last) / "candidates.parquet")
+    if settings.retrieval != "off":  # the merged candidates, as score.py builds them
+        offered = retrieval_offered(settings, last)
+        candidates = pl.concat([candidates, retrieval_rows(settings, last, offered)])
+        candidates = mark_offered(candidates, offered)
     if settings.recommend_scene:  # scored like score.py does: every candidate in the list's scene
         candidates = candidates.with_columns(
             pl.lit(settings.recommend_scene).cast(candidates.schema["scene"]).alias("scene")
@@ -104,8 +169,15 @@ def main() -> None:
         feedback = con.sql(
             "select recommender, metric, value from rec_feedback_day order by recommender, metric"
         ).pl()
+        in_stock = con.sql(
+            f"select item_id, category_id from items where ds = date '{last}' and in_stock"
+        ).pl()
+        bought = con.sql(
+            "select distinct user_id, item_id from interactions where purchase = 1 and ds between "
+            f"date '{last}' - {settings.popularity_days - 1} and date '{last}'"
+        ).pl()
     scored = candidates.select(
-        "user_id", "item_id", pl.col("scene").cast(pl.String()), "category_id"
+        "user_id", "item_id", pl.col("scene").cast(pl.String()), "category_id", "source_mask"
     ).with_columns(
         *(pl.Series(f"p_{t}", probs[t].numpy()) for t in model.tasks),
         pl.Series("shuffle", np.random.default_rng(settings.seed).random(candidates.height)),
@@ -127,6 +199,11 @@ def main() -> None:
     popular = clicks.sort(
         ["clickers", "clicks", "exposures", "item_id"], descending=[True, True, True, False]
     ).head(args.k)
+    catalogue = catalogue_oracle(config, users, in_stock, bought if settings.exclude_bought else None)
+    catalogue_lists = {
+        name: top_k(catalogue.with_columns(pl.col(col).alias("score")), args.k, settings.max_per_category)
+        for name, col in (("clicks", "true_click"), ("purchases", "true_purchase"))
+    }
     lists = {
         "model (published)": published.select("user_id", "item_id", "rank"),
         "model p_click": from_candidates(pl.col("p_click")),
@@ -138,6 +215,8 @@ def main() -> None:
         "candidates at random": from_candidates(pl.col("shuffle")),
         "oracle clicks": from_candidates(pl.col("true_click").fill_null(0)),
         "oracle purchases": from_candidates(pl.col("true_purchase").fill_null(0)),
+        "oracle clicks (catalogue)": catalogue_lists["clicks"].select("user_id", "item_id", "rank"),
+        "oracle purchases (catalogue)": catalogue_lists["purchases"].select("user_id", "item_id", "rank"),
     }
     rows = []
     for name, recs in lists.items():
@@ -159,6 +238,12 @@ def main() -> None:
     for r in rows:
         r["clicks_vs_oracle"] = r["clicks_per_user"] / oracle["oracle clicks"]["clicks_per_user"]
         r["purchases_vs_oracle"] = r["purchases_per_user"] / oracle["oracle purchases"]["purchases_per_user"]
+        r["clicks_vs_catalogue"] = (
+            r["clicks_per_user"] / oracle["oracle clicks (catalogue)"]["clicks_per_user"]
+        )
+        r["purchases_vs_catalogue"] = (
+            r["purchases_per_user"] / oracle["oracle purchases (catalogue)"]["purchases_per_user"]
+        )
     print(
         f"\nlists of {last} (model {version}), top {args.k}, category cap {settings.max_per_category}; "
         f"expected clicks and purchases per user if the list is shown in the home feed (simulator truth)\n"
@@ -170,9 +255,26 @@ def main() -> None:
         "clicks_vs_oracle",
         "purchases_per_user",
         "purchases_vs_oracle",
+        "clicks_vs_catalogue",
+        "purchases_vs_catalogue",
     ]
     print(table(rows, columns, markdown=True))
+    humans = users.join(scored.filter(pl.col("true_click").is_not_null()), on="user_id", how="semi")
+    oracles = {
+        "oracle clicks (candidates)": lists["oracle clicks"],
+        "oracle clicks (catalogue)": lists["oracle clicks (catalogue)"],
+        "oracle purchases (catalogue)": lists["oracle purchases (catalogue)"],
+    }
+    print(
+        f"\neach candidate source's recall of the oracles' top {args.k} (share of the oracle lists' pairs "
+        f"the source offered; retrieval={settings.retrieval}, top {settings.retrieval_top_n}):\n"
+    )
+    print(
+        table(source_recalls(scored, humans, oracles), ["source", "pairs_per_user", *oracles], markdown=True)
+    )
     metrics = pl.read_parquet(settings.output_dir(last) / "model_metrics.parquet")
+    if "split" in metrics.columns:  # validation rows only (a test split may sit beside them)
+        metrics = metrics.filter(pl.col("split") == "validation")
     aucs = metrics.filter(pl.col("metric").is_in(["auc", "auc_single_task", "gauc", "gauc_single_task"]))
     print(f"\nvalidation day {last}, joint model vs its single-task baselines:")
     print(aucs.pivot(on="metric", index="task", values="value").sort("task"))

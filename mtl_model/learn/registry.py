@@ -334,3 +334,14 @@ def load_current(settings: Settings) -> tuple[nn.Module, Encoders, str]:
         raise FileNotFoundError(f"no current model: {settings.models_dir / CURRENT_FILE} does not exist")
     model, encoders, _ = load_version(settings, version)
     return model, encoders, version
+
+
+# The learned retrieval source (mtl_model.learn.retrieval): its own artifact per night, keyed by ds,
+# beside the ranking versions. Scoring day D reads the folder of D, written by D's train step.
+RETRIEVAL_DIR = "retrieval"
+RETRIEVAL_CANDIDATES_FILE = "candidates.parquet"  # user_id, item_id, retrieval_rank, retrieval_score
+
+
+def retrieval_dir(settings: Settings, ds: date | str) -> Path:
+    """``<models_dir>/retrieval/ds=D``: the towers, vocabularies, metrics and candidates of night D."""
+    return settings.models_dir / RETRIEVAL_DIR / f"ds={parse_date(ds)}"

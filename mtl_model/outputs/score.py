@@ -7,13 +7,20 @@ candidate is scored in the list's scene (``recommend_scene``, default ``home``; 
 "Recommendation lists against the simulator's truth" of docs/benchmarks.md). With ``recommend_scene``
 empty each candidate keeps its own scene and a (user, item) pair keeps its best row. At most
 ``max_per_category`` items of one category per list (0: no cap); ties broken by ``item_id``, ``scene``.
+
+With ``retrieval=two_tower`` the candidates of the learned source (written by night D's train step,
+:mod:`mtl_model.learn.retrieval`) join the dbt ones: a pair the dbt sources offered too keeps its row
+and gains the source bit ``RETRIEVAL_BIT`` in ``source_mask``; every other pair gets a row built
+from the day's exports with the features ``scoring_candidates`` would have joined
+(:func:`retrieval_rows`), so the model scores both alike, and one (user, item) pair is one row.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
+from itertools import chain
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +31,7 @@ from mtl_model.dates import parse_date
 from mtl_model.files import write_parquet_atomic
 from mtl_model.learn.device import resolve_device
 from mtl_model.learn.networks import predict_proba
-from mtl_model.learn.registry import load_as_of
+from mtl_model.learn.registry import RETRIEVAL_CANDIDATES_FILE, load_as_of, retrieval_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,12 @@ RECOMMENDATIONS_SCHEMA = {
     "model_version": pl.String(),
 }
 PROB_TASKS = ("click", "cart", "purchase")
+# source_mask bits: the dbt sources (scoring_candidates.sql) 1 popular, 2 affinity, 4 covisit, 8 recent
+SOURCE_BITS = {"popular": 1, "affinity": 2, "covisit": 4, "recent": 8, "retrieval": 16}
+RETRIEVAL_BIT = SOURCE_BITS["retrieval"]
+ITEMS_EXPORT = "scoring_items.parquet"  # in-stock items of D with their item features
+USER_CATEGORIES_EXPORT = "scoring_user_categories.parquet"  # active users' user × category features
+USER_PREFIXES = ("f_u_", "hist_")  # candidate columns that depend on the user alone
 
 
 def fused_score(
@@ -91,17 +104,76 @@ def _read_chunks(reader: pq.ParquetFile, rows: int) -> Iterator[pl.DataFrame]:
         yield pl.from_arrow(reader.schema_arrow.empty_table())
 
 
-def _score_chunks(settings: Settings, reader: pq.ParquetFile, model, encoders, device) -> pl.DataFrame:
-    """Every candidate of ``reader`` with its p_<task>, in chunks of SCORE_CHUNK rows: the wide
-    candidate rows (every feature) are never all in memory, only the narrow scored ones; chunks are
-    multiples of PREDICT_BATCH, so the model sees the same batches as in one pass."""
-    names = reader.schema_arrow.names
+def retrieval_offered(settings: Settings, ds: date) -> pl.DataFrame:
+    """The learned source's (user_id, item_id, retrieval_rank) of night ``ds`` (train writes them)."""
+    path = retrieval_dir(settings, ds) / RETRIEVAL_CANDIDATES_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"retrieval={settings.retrieval} but night ds={ds} wrote no retrieval candidates ({path}): "
+            "run the train step for the day with the setting on"
+        )
+    return pl.read_parquet(path, columns=["user_id", "item_id", "retrieval_rank"])
+
+
+def retrieval_rows(settings: Settings, ds: date, offered: pl.DataFrame) -> pl.DataFrame:
+    """Candidate rows, with the columns and types of ``candidates.parquet``, for the ``offered`` pairs
+    that the dbt sources did not offer. The features are those ``scoring_candidates`` joins as of D
+    (``feature_joins``, ``feature_columns``): the user's columns (``f_u_*``, ``hist_*``) from the
+    user's candidate rows, the item's from ``scoring_items``, the user × category ones from
+    ``scoring_user_categories`` (null where the user has none, as the left join), no query (so no
+    ``f_qc_*``), ``f_x_price_vs_user_level`` as the SQL computes it. Users without a candidate row
+    (no user columns) get no retrieval rows; ``source_mask`` is ``RETRIEVAL_BIT`` and
+    ``best_source_rank`` the retrieval rank."""
+    folder = settings.export_dir(ds)
+    candidates = pl.scan_parquet(folder / CANDIDATES_FILE)
+    schema = candidates.collect_schema()
+    key = [pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)]
+    user_columns = [c for c in schema.names() if c.startswith(USER_PREFIXES)]
+    users = candidates.select(key[0], *user_columns).unique("user_id", keep="any")
+    items = pl.scan_parquet(folder / ITEMS_EXPORT).with_columns(key[1], pl.col("category_id").cast(pl.String))
+    user_categories = pl.scan_parquet(folder / USER_CATEGORIES_EXPORT).with_columns(
+        key[0], pl.col("category_id").cast(pl.String)
+    )
+    avg_price = pl.col("f_u_avg_clicked_price_30d")
+    rows = (
+        offered.lazy()
+        .with_columns(*key)
+        .join(candidates.select(*key), on=["user_id", "item_id"], how="anti")
+        .join(users, on="user_id", how="inner")
+        .join(items, on="item_id", how="inner")
+        .join(user_categories, on=["user_id", "category_id"], how="left")
+        .with_columns(
+            pl.lit("home").alias("scene"),
+            pl.lit(RETRIEVAL_BIT).alias("source_mask"),
+            pl.col("retrieval_rank").alias("best_source_rank"),
+            pl.when(avg_price != 0).then(pl.col("price") / avg_price).alias("f_x_price_vs_user_level"),
+        )
+        .sort("user_id", "item_id")
+        .collect()
+    )
+    return rows.select(
+        pl.col(c).cast(t) if c in rows.columns else pl.lit(None).cast(t).alias(c) for c, t in schema.items()
+    )
+
+
+def _slices(frame: pl.DataFrame, rows: int) -> Iterator[pl.DataFrame]:
+    for start in range(0, frame.height, rows):
+        yield frame.slice(start, rows)
+
+
+def _score_chunks(
+    settings: Settings, chunks: Iterable[pl.DataFrame], names: list[str], model, encoders, device
+) -> pl.DataFrame:
+    """Every candidate of ``chunks`` (frames with the columns ``names``) with its p_<task>, in chunks
+    of SCORE_CHUNK rows: the wide candidate rows (every feature) are never all in memory, only the
+    narrow scored ones; chunks are multiples of PREDICT_BATCH, so the model sees the same batches as
+    in one pass."""
     tasks = tuple(model.tasks)
     list_scene = settings.recommend_scene if "scene" in names else ""  # one list per user, for one scene
     scene = pl.col("scene").cast(pl.String()) if "scene" in names else pl.lit(None, pl.String())
-    extra = [pl.col(c) for c in ("category_id", "price") if c in names]
+    extra = [pl.col(c) for c in ("category_id", "price", "source_mask") if c in names]
     parts: list[pl.DataFrame] = []
-    for chunk in _read_chunks(reader, SCORE_CHUNK):
+    for chunk in chunks:
         candidates = chunk.drop_nulls(["user_id", "item_id"])
         if list_scene:
             candidates = candidates.with_columns(
@@ -125,6 +197,25 @@ def _score_chunks(settings: Settings, reader: pq.ParquetFile, model, encoders, d
     return pl.concat(parts, rechunk=True)
 
 
+def mark_offered(scored: pl.DataFrame, offered: pl.DataFrame) -> pl.DataFrame:
+    """``scored`` with ``RETRIEVAL_BIT`` set in ``source_mask`` on the pairs of ``offered``."""
+    flag = offered.select(
+        pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String), pl.lit(True).alias("_offered")
+    ).unique(["user_id", "item_id"])
+    mask = scored.schema["source_mask"]
+    return (
+        scored.join(flag, on=["user_id", "item_id"], how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col("_offered"))
+            .then(pl.col("source_mask").cast(pl.Int32) | RETRIEVAL_BIT)
+            .otherwise(pl.col("source_mask").cast(pl.Int32))
+            .cast(mask)
+            .alias("source_mask")
+        )
+        .drop("_offered")
+    )
+
+
 def score(settings: Settings, ds: date | str) -> Path:
     """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
     ds = parse_date(ds)
@@ -138,12 +229,24 @@ def score(settings: Settings, ds: date | str) -> Path:
     missing = [c for c in ("user_id", "item_id") if c not in reader.schema_arrow.names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}")
-    scored = _score_chunks(settings, reader, model, encoders, device)
+    names = reader.schema_arrow.names
+    chunks: Iterable[pl.DataFrame] = _read_chunks(reader, SCORE_CHUNK)
+    offered = None
+    if settings.retrieval != "off":
+        offered = retrieval_offered(settings, ds)
+        chunks = chain(chunks, _slices(retrieval_rows(settings, ds, offered), SCORE_CHUNK))
+    scored = _score_chunks(settings, chunks, names, model, encoders, device)
+    if offered is not None and "source_mask" in scored.columns:
+        scored = mark_offered(scored, offered)
     price_weight = settings.fusion_price_weight if "price" in scored.columns else 0.0
     fused = fused_score(
         tuple(model.tasks), settings.fusion_click_weight, settings.fusion_purchase_weight, price_weight
     )
     recs = top_k(scored.with_columns(fused.alias("score")), settings.top_k, settings.max_per_category)
+    if offered is not None and "source_mask" in recs.columns:
+        from_retrieval = recs.filter((pl.col("source_mask") & RETRIEVAL_BIT) > 0).height
+        only = recs.filter(pl.col("source_mask") == RETRIEVAL_BIT).height
+        log.info("ds=%s: %d recommendations offered by retrieval, %d by it alone", ds, from_retrieval, only)
     recs = recs.with_columns(
         pl.lit(ds, pl.Date()).alias("ds"), pl.lit(version, pl.String()).alias("model_version")
     )

@@ -114,8 +114,14 @@ def export(run_date: str) -> dict:
 def train(run_date: str) -> dict:
     from mtl_model.learn.train import train as train_model
 
-    result = train_model(load_settings(), _day(run_date))
-    return {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+    settings = load_settings()
+    result = train_model(settings, _day(run_date))
+    summary = {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+    if settings.retrieval != "off":  # the learned candidate source, on the same window
+        from mtl_model.learn.retrieval import fit_retrieval
+
+        summary["retrieval"] = fit_retrieval(settings, _day(run_date))
+    return summary
 
 
 @timed
