@@ -12,6 +12,14 @@ import polars as pl
 # Every event type a landed file may carry (anything else is quarantined as unknown_event_type).
 EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "cart", "fav", "purchase")
 SCENES: tuple[str, ...] = ("home", "search")
+# the event types that make each task's positive label (dbt_project/models/marts/interactions.sql):
+# a view-only source's views are its click task
+LABEL_EVENTS: dict[str, tuple[str, ...]] = {
+    "click": ("click", "view"),
+    "cart": ("cart",),
+    "purchase": ("purchase",),
+    "fav": ("fav",),
+}
 
 EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),

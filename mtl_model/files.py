@@ -71,3 +71,10 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(final, trash)
     os.replace(tmp, final)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def glob_literal(path: Path | str) -> str:
+    """``path`` as the literal part of a DuckDB or Polars glob pattern: ``[``, ``*`` and ``?`` each in
+    a one-character class (a ``TANDEM_HOME`` under ``/data/shop[eu]/`` matches itself, not ``e`` or
+    ``u``). The dbt twin is the ``glob_literal`` macro."""
+    return str(path).replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")

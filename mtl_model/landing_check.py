@@ -277,8 +277,36 @@ def _check_day(settings: Settings, table: str, folder: Path, out: LandingCheck) 
             continue
         out.accepted += 1
         files[entry.name] = key | {"rows": pq.ParquetFile(path).metadata.num_rows}
+        if table == "events":
+            files[entry.name]["event_types"] = _event_type_counts(path)
     if files != seen:
         _write_manifest(manifest_path, table, ds, files)
+
+
+def _event_type_counts(path: Path) -> dict[str, int]:
+    """Rows per event type of an accepted events file (lower-cased, as staging reads them)."""
+    column = pq.read_table(path, columns=["event_type"]).column("event_type")
+    counts = pc.value_counts(pc.utf8_lower(column.cast(pa.string())))
+    return {
+        str(v["values"]): int(v["counts"]) for v in counts.to_pylist() if v["values"] is not None
+    }
+
+
+def landed_event_types(settings: Settings, days: Iterable[date]) -> dict[str, int] | None:
+    """Rows per event type in the accepted events files of ``days``, from the landing check's
+    records; None when a day has a file the check has not counted (not checked yet, or checked
+    before the counts were recorded), since then the counts would say too little."""
+    total: dict[str, int] = {}
+    for day in days:
+        folder = settings.landing("events", day)
+        names = {p.name for p in folder.glob("*.parquet") if not _hidden(p.name)}
+        recorded = _read_manifest(_manifest_path(settings, "events", day.isoformat()))
+        if names - set(recorded) or any("event_types" not in recorded[n] for n in names):
+            return None
+        for name in names:
+            for event_type, n in recorded[name]["event_types"].items():
+                total[event_type] = total.get(event_type, 0) + n
+    return total
 
 
 def _valid_day(name: str) -> bool:

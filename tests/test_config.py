@@ -45,6 +45,7 @@ def test_as_env_round_trips(monkeypatch, tmp_path: Path) -> None:
         ("TANDEM_TASKS", "click,view", "among click, cart, purchase"),
         ("TANDEM_EXCLUDE_BOUGHT", "maybe", "valid boolean"),
         ("TANDEM_TASK_WEIGHTS", "1,2", "one weight per task"),
+        ("TANDEM_HOME", "/tmp/shop?eu", "a path without '?'"),
     ],
 )
 def test_bad_values_are_refused_when_the_settings_load(monkeypatch, name: str, value: str, says: str) -> None:

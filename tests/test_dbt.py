@@ -167,14 +167,17 @@ def test_train_window_setting_reaches_dbt_and_python_alike(home: Path) -> None:
     assert set(valid["ds"].to_list()) == {LAST}
 
 
-def test_a_night_under_a_folder_with_a_quote_in_its_name(landed: Path, tmp_path: Path) -> None:
-    """TANDEM_HOME under `o'brien`: paths reach SQL only as escaped literals or bound parameters, in
-    the dbt macros (the landing files, the checks' records) and in Python (export, publish, catalog)."""
+def test_a_night_under_a_folder_with_a_quote_and_glob_characters_in_its_name(
+    landed: Path, tmp_path: Path
+) -> None:
+    """TANDEM_HOME under `o'brien [eu]*`: paths reach SQL only as escaped literals or bound
+    parameters, and glob patterns only with the path's `[`, `*`, `?` escaped, in the dbt macros (the
+    landing files, the checks' records) and in Python (export, publish, catalog)."""
     from mtl_model.outputs.query import run_query
     from mtl_model.outputs.warehouse import export_day, publish_day
     from tests.test_publish import write_outputs
 
-    home = tmp_path / "o'brien" / "tandem"
+    home = tmp_path / "o'brien [eu]*" / "tandem"
     shutil.copytree(landed / "landing", home / "landing")
     settings = tandem_settings(home)
     ds = START + timedelta(days=1)

@@ -209,3 +209,27 @@ def test_the_nights_landing_step_finds_a_dropped_file(home: Path, monkeypatch: p
         (f"events/ds={ds}/other-system.parquet", "wrong_type")
     ]
     assert json.dumps(summary)  # JSON-able for XCom
+
+
+def test_tasks_must_be_among_the_labels_the_window_has(home: Path) -> None:
+    """`TANDEM_TASKS` naming a task no landed event of the training window can label is refused in
+    one line before any work; a day the landing check has not counted refuses nothing."""
+    from mtl_model.pipeline.preflight import Refused, check_tasks
+
+    settings = Settings(home=home)
+    check_landing(settings)
+    days = sorted(p.name.removeprefix("ds=") for p in (home / "landing" / "events").glob("ds=*"))
+    last = datetime.fromisoformat(days[-1]).date()
+    check_tasks(settings.replace(tasks=("click", "cart", "purchase")), last)  # all present
+    with pytest.raises(Refused, match="names fav, but no fav event"):  # the simulator lands no fav
+        check_tasks(settings.replace(tasks=("click", "fav")), last)
+    for day in days:  # a shop that never lands a purchase
+        path = home / "landing" / "events" / f"ds={day}" / "part-0.parquet"
+        pl.read_parquet(path).filter(pl.col("event_type") != "purchase").write_parquet(path)
+    check_landing(settings)
+    with pytest.raises(Refused, match=r"^TANDEM_TASKS names purchase, but no purchase event landed in the"):
+        check_tasks(settings.replace(tasks=("click", "purchase")), last)
+    check_tasks(settings.replace(tasks=("click", "cart")), last)
+    folder = home / "landing" / "events" / f"ds={last}"
+    _events(home, last, 5).write_parquet(folder / "part-9.parquet")  # not checked yet: counts unknown
+    check_tasks(settings.replace(tasks=("click", "purchase")), last)

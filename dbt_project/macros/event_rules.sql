@@ -33,7 +33,7 @@
   {%- set upto = run_date() -%}
   {%- set one_day = days == 'run_date' or (days == 'built' and is_incremental()) -%}
   {%- set folder = 'ds=' ~ var('run_date') if one_day else 'ds=*' -%}
-  {%- set pattern = env_var('TANDEM_LANDING_DIR') ~ '/' ~ table ~ '/' ~ folder ~ '/*.parquet' -%}
+  {%- set pattern = glob_literal(env_var('TANDEM_LANDING_DIR')) ~ '/' ~ table ~ '/' ~ folder ~ '/*.parquet' -%}
   {%- set query -%}
     select file from (
         select file, regexp_extract(file, '/ds=([^/]*)/([^/]*)$', ['day', 'name']) as part
@@ -50,7 +50,7 @@
 {#- Rows per day (ds, checked_rows) of the files of `table` that the landing check accepted, as it
     recorded them (landing/_checked/<table>/ds=D.json), for every day up to the run date. -#}
 {% macro checked_rows_per_day(table) -%}
-  {%- set pattern = env_var('TANDEM_LANDING_DIR') ~ '/_checked/' ~ table ~ '/ds=*.json' -%}
+  {%- set pattern = glob_literal(env_var('TANDEM_LANDING_DIR')) ~ '/_checked/' ~ table ~ '/ds=*.json' -%}
   {%- set manifests = run_query('select file from glob(' ~ sql_string(pattern) ~ ') order by file').columns[0].values() | list if execute else [] -%}
   {%- if manifests -%}
     select cast(ds as date) as ds, sum(f.rows)::bigint as checked_rows

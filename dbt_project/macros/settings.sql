@@ -23,3 +23,9 @@
 {% macro sql_string_list(values) -%}
   ({%- for v in (values or ['']) %}{{ sql_string(v) }}{{ ", " if not loop.last }}{% endfor -%})
 {%- endmacro %}
+
+{#- A path as a literal part of a DuckDB glob pattern: `[`, `*` and `?` (which glob() would read as
+    pattern characters, e.g. a TANDEM_HOME under `/data/shop[eu]/`) each in a one-character class. -#}
+{% macro glob_literal(path) -%}
+  {{ return((path or "") | string | replace("[", "[[]") | replace("*", "[*]") | replace("?", "[?]")) }}
+{%- endmacro %}

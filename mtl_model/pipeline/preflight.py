@@ -35,6 +35,7 @@ def check_nights(settings: Settings, days: Iterable[date]) -> None:
     landed = landed_days(settings)
     for ds in days:
         check_landed(settings, ds, landed)
+        check_tasks(settings, ds)
 
 
 def check_ended(settings: Settings, ds: date) -> None:
@@ -125,3 +126,24 @@ def check_landed(settings: Settings, ds: date, landed: list[date] | None = None)
             f"({first}..{ds - timedelta(days=1)}) and none is landed (landed event days: {_span(landed)}); "
             "start the nights a day later, or land earlier days"
         )
+
+
+def check_tasks(settings: Settings, ds: date) -> None:
+    """Every task of ``TANDEM_TASKS`` has a landed event that makes its label in the training window
+    (from the landing check's records; nothing is refused for a day whose files it has not
+    counted yet)."""
+    from mtl_model.contract import LABEL_EVENTS
+    from mtl_model.landing_check import landed_event_types
+
+    first = ds - timedelta(days=settings.train_window_days - 1)
+    counts = landed_event_types(settings, [first + timedelta(days=k) for k in range((ds - first).days + 1)])
+    if counts is None:
+        return
+    for task in settings.tasks:
+        wanted = LABEL_EVENTS[task]
+        if not any(counts.get(t, 0) for t in wanted):
+            raise Refused(
+                f"TANDEM_TASKS names {task}, but no {' or '.join(wanted)} event landed in the training "
+                f"window {first}..{ds} ({sum(counts.values()):,} events); drop it from TANDEM_TASKS "
+                "or land those events"
+            )
