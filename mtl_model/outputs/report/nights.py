@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from mtl_model.config import Settings
 from mtl_model.dates import parse_date
+from mtl_model.outputs.warehouse import read_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def read_health(settings: Settings, days: list[date]) -> Health:
     if not settings.warehouse_path.exists():
         return Health(note=f"no warehouse at {settings.warehouse_path}")
     try:
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        with read_warehouse(settings) as con:
             health = _health_queries(con, days[0], days[-1])
     except duckdb.Error as exc:
         log.warning("data health not read: %s", exc)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
-
 from mtl_model.config import Settings
-from mtl_model.outputs.warehouse import OUTPUT_TABLES
+from mtl_model.outputs.query import connect
+from mtl_model.outputs.warehouse import OUTPUT_TABLES, read_warehouse
 
 
 def print_summary(settings: Settings, ds: date | None = None) -> None:
@@ -17,7 +16,7 @@ def print_summary(settings: Settings, ds: date | None = None) -> None:
     if not catalog.exists():
         print(f"no analyst catalog yet at {catalog}: run `tandem run --ds YYYY-MM-DD` first")
         return
-    with duckdb.connect(str(catalog), read_only=True) as con:
+    with connect(settings) as con:
         ds = ds or con.execute("select max(ds) from recommendations").fetchall()[0][0]
         print(f"\nPublished tables (analyst catalog {catalog}):")
         for table in OUTPUT_TABLES:
@@ -25,7 +24,7 @@ def print_summary(settings: Settings, ds: date | None = None) -> None:
                 f"select count(*), count(*) filter (where ds = ?) from {table}", [ds]
             ).fetchall()[0]
             print(f"  {table:<16} {total:>9,} rows, {day:>8,} for ds={ds}")
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as wh:
+        with read_warehouse(settings) as wh:
             print("\nWarehouse tables (dbt marts) for ds:")
             for table in ("stg_events", "stg_events_quarantine", "users", "items", "interactions"):
                 n = wh.execute(f"select count(*) from {table} where ds = ?", [ds]).fetchall()[0][0]
