@@ -54,11 +54,15 @@ def popularity_scores(
     prior_strength: float = POPULARITY_PRIOR_STRENGTH,
 ) -> dict[str, pl.Series]:
     """Smoothed item rate of each task from ``train_df``, looked up for every row of ``valid_df``."""
-    labels = [pl.col(t).fill_null(0).clip(0, 1).cast(pl.Float64()) for t in tasks]
-    overall = train_df.select(lab.mean().alias(t) for lab, t in zip(labels, tasks, strict=True)).row(0)
-    rate = {t: float(v) if v is not None else 0.0 for t, v in zip(tasks, overall, strict=True)}
+    # rows count by their ``sample_weight`` when the training negatives were down-sampled (samples.py)
+    weighted = "sample_weight" in train_df.columns
+    w = pl.col("sample_weight") if weighted else pl.lit(1.0)
+    n = w.sum() if weighted else pl.len()
+    labels = [pl.col(t).fill_null(0).clip(0, 1).cast(pl.Float64()) * w for t in tasks]
+    overall = train_df.select((lab.sum() / n).alias(t) for lab, t in zip(labels, tasks, strict=True))
+    rate = {t: float(v) if v is not None else 0.0 for t, v in zip(tasks, overall.row(0), strict=True)}
     per_item = train_df.group_by("item_id").agg(
-        pl.len().alias("_n"), *(lab.sum().alias(f"_pos_{t}") for lab, t in zip(labels, tasks, strict=True))
+        n.alias("_n"), *(lab.sum().alias(f"_pos_{t}") for lab, t in zip(labels, tasks, strict=True))
     )
     smoothed = per_item.select(
         "item_id",
@@ -128,8 +132,10 @@ def reference_metrics(
     train: tuple[pl.DataFrame, tuple[torch.Tensor, ...]],
     sets: Sequence[EvalSet],
     device: torch.device,
+    single_task: bool = True,
 ) -> dict[str, dict[str, TaskMetrics]]:
-    """Metrics of the references on each split of the day: split -> name -> task -> metrics.
+    """Metrics of the references on each split of the day: split -> name -> task -> metrics
+    (``single_task=False``: no single-task models that night, see ``baselines_every``).
 
     ``train``: the training rows and their encoded (cat, num, labels); ``sets``: the splits of the day,
     the first one (validation) picking the single-task models' epochs, as it does the joint model's.
@@ -140,9 +146,10 @@ def reference_metrics(
     for es in sets:
         pop = popularity_scores(train_df, es.df, tasks)
         out[es.split]["popularity"] = set_metrics(es, tasks, {t: pop[t].to_numpy() for t in tasks})
-    single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device)
-    for es, probs in zip(sets, single, strict=True):
-        out[es.split]["single_task"] = set_metrics(es, tasks, probs)
+    if single_task:
+        single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device)
+        for es, probs in zip(sets, single, strict=True):
+            out[es.split]["single_task"] = set_metrics(es, tasks, probs)
     for es in sets:
         truth = _truth_probs(settings, ds, es.df)
         if truth is not None:
@@ -168,7 +175,7 @@ def _single_task_probs(
             model = build_network(settings, encoders, (task,), {**model_kwargs, "esmm": False}).to(device)
             fit_model(
                 model,
-                (cat_tr, num_tr, y_tr[:, i : i + 1]),
+                (cat_tr, num_tr, y_tr[:, i : i + 1], *train_tensors[3:]),  # [3:]: the rows' weights
                 (selection.cat, selection.num, selection.y[:, i : i + 1]),
                 settings,
                 device=device,

@@ -11,7 +11,8 @@
   touches, for sparse embeddings), and a learning rate that follows ``lr_schedule`` over the steps of
   ``epochs`` (a cosine down to :data:`LR_FLOOR` of it), so later epochs move the weights less;
 * task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
-  optional class-imbalance handling;
+  optional class-imbalance handling; each is a weighted mean over the batch when the training rows
+  carry importance weights (down-sampled negatives, ``negative_rate``);
 * after every epoch the validation split's mean AUC is measured; training stops after ``patience``
   epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum). The
   validation split therefore picks the epoch and its metrics are optimistic: the night reports the
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 LR_FLOOR = 0.1  # the cosine schedule ends at this share of learning_rate
 Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (cat [N, C], num [N, F], y [N, T])
+Tensors = tuple[torch.Tensor, ...]  # Tensors3, then optionally the rows' importance weights [N]
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,24 @@ class _Trainer:
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.model.tasks)
 
-    def step(self, cat: torch.Tensor, num: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on the rows ``idx``; returns the task losses [T] (not detached)."""
+    def step(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One optimizer step on the rows ``idx`` (``weight``: the rows' importance weights [N], or
+        None); returns the task losses [T] (not detached)."""
         with self.autocast:
             logits = self.step_model(cat.index_select(0, idx), num.index_select(0, idx))
         yb = y.index_select(0, idx)
+        wb = weight.index_select(0, idx) if weight is not None else None
         losses = torch.stack(
             [
                 task_loss(
-                    logits[t].float(), yb[:, i], self.class_balance, self.pos_weight[i], self.focal_gamma
+                    logits[t].float(), yb[:, i], self.class_balance, self.pos_weight[i], self.focal_gamma, wb
                 )
                 for i, t in enumerate(self.tasks)
             ]
@@ -156,12 +167,14 @@ class _Trainer:
                 group["lr"] = lr
 
     def train_epoch(
-        self, data: Tensors3, batch_size: int, device: torch.device, epochs_done: int = 0
+        self, data: Tensors, batch_size: int, device: torch.device, epochs_done: int = 0
     ) -> tuple[torch.Tensor, float]:
-        """One pass over ``data`` in a seeded order: the task losses summed over rows [T], and seconds.
-        ``epochs_done``: the epochs before this one (where the learning-rate schedule stands)."""
+        """One pass over ``data`` = (cat, num, y[, weight]) in a seeded order: the task losses summed
+        over rows [T], and seconds. ``epochs_done``: the epochs before this one (where the
+        learning-rate schedule stands)."""
         rank, world_size = self.world
-        cat, num, y = data
+        cat, num, y = data[:3]
+        weight = data[3] if len(data) > 3 else None
         n = cat.shape[0]
         first_step = epochs_done * math.ceil(n / batch_size)
         self.model.train()
@@ -174,7 +187,7 @@ class _Trainer:
             idx = perm[lo : lo + batch_size]
             if world_size > 1:  # this process's share of the global batch
                 idx = idx[rank::world_size]
-            totals += self.step(cat, num, y, idx).detach() * idx.shape[0]
+            totals += self.step(cat, num, y, idx, weight).detach() * idx.shape[0]
         if device.type == "cuda":
             torch.cuda.synchronize()
         return totals, time.perf_counter() - t0
@@ -410,7 +423,7 @@ def _result(
 
 def fit_model(
     model: torch.nn.Module,
-    train: Tensors3,
+    train: Tensors,
     valid: Tensors3,
     settings: Settings,
     *,
@@ -421,8 +434,10 @@ def fit_model(
     callbacks: Sequence[EpochCallback] = (),
     world: tuple[int, int] = (0, 1),
 ) -> FitResult:
-    """Train ``model`` in place on ``train`` = (cat [N, C], num [N, F], targets [N, T]) and leave it with
-    the weights of its best epoch on ``valid`` = (cat, num, labels); see the module docstring.
+    """Train ``model`` in place on ``train`` = (cat [N, C], num [N, F], targets [N, T][, weights [N]])
+    and leave it with the weights of its best epoch on ``valid`` = (cat, num, labels); see the module
+    docstring. ``weights``: each row's importance weight in the task losses (weighted means; the
+    down-sampled negatives' 1/rate, :func:`mtl_model.learn.samples.negative_weights`).
 
     ``settings`` give the epochs, batch size, learning rate, seed, loss (``loss_weighting`` unless a
     ``weighting`` is given; ``class_balance``), ``patience`` and ``bf16``. ``world`` = (rank, world

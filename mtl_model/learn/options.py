@@ -39,11 +39,10 @@ _FINGERPRINTED = (
     "log_counts",
     "patience",
     "bf16",
-    "lr_schedule",
-    "weight_decay",
-    "embedding_weight_decay",
     "test_fraction",  # the validation split picks the epoch: other rows, other weights
 )
+# options that enter the fingerprint only when they differ from their default (older names stay)
+_WHEN_SET = {"lr_schedule": "constant", "weight_decay": 0.0, "embedding_weight_decay": 0.0}
 
 
 def as_bool(value: Any) -> bool | None:
@@ -123,16 +122,20 @@ def model_kwargs(
 
 def options_fingerprint(settings: Settings) -> dict[str, Any]:
     """The training options that change the trained model (the ``options`` of the version name and
-    of config.json): not ``checkpoints``, ``checkpoint_dir``, ``threads`` or ``baselines`` (they
-    change how a model is trained or reported, not its weights)."""
+    of config.json): not ``checkpoints``, ``checkpoint_dir``, ``threads``, ``baselines``,
+    ``baselines_every`` or ``train_nproc`` (they change how a model is trained or reported, not its
+    weights)."""
     data = {name: getattr(settings, name) for name in _FINGERPRINTED}
     data.update({name: flag(settings, name) for name in _FLAGS})
     data["esmm"] = esmm_enabled(settings)
     data["task_weights"] = list(task_weights(settings))
+    data.update({n: v for n, default in _WHEN_SET.items() if (v := getattr(settings, n)) != default})
     if settings.position_bias != "feature":  # absent by default: older version names stay the same
         data["position_bias"] = settings.position_bias
     if settings.history_length > 0:
         data["history_length"] = settings.history_length
+    if settings.negative_rate != 1.0:  # other training rows and weights (samples.sample_negatives)
+        data["negative_rate"] = settings.negative_rate
     if settings.negative_sampling != "uniform":  # the rows differ (dbt draws them), so do the weights
         data["negative_sampling"] = settings.negative_sampling
     if settings.text != "off":

@@ -1,5 +1,9 @@
 """The exported training samples as Polars frames and label tensors (what train and anomalies read).
 
+The training days' rows where every label is 0 are down-sampled at ``negative_rate`` by
+:func:`sample_negatives` (a seeded hash of each row's key) and weighted back by
+:func:`negative_weights`; the validation day is never down-sampled (docs/models.md).
+
 The validation day is cut in two by :func:`split_test`: the users whose hash falls under
 ``test_fraction`` are the **test** split, the others the **validation** split (see docs/models.md).
 :func:`real_exposures` tells real exposures from sampled negatives when the export carries the
@@ -22,6 +26,9 @@ from mtl_model.learn.networks import ESMM_PARENT
 SAMPLES_FILE = "samples.parquet"
 EXPOSURE_COLUMN = "exposure"  # 'view' | 'implied' | 'sampled' (view-only sources), when exported
 SAMPLED = "sampled"  # the exposure of a drawn negative; every other value (impression, view, implied) is real
+# what identifies a training row for the negative down-sampling when the export has no exposure_id
+ROW_KEY = ("ds", "user_id", "item_id", "scene", "position")
+SAMPLE_WEIGHT = "sample_weight"  # the training rows' importance weight, when negatives were down-sampled
 
 
 def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
@@ -51,9 +58,37 @@ def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.Da
 
 def read_split(settings: Settings, ds: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(training rows: the window's days before ``ds``, validation rows: day ``ds``), each read by its
-    own scan, so the whole window is never in memory twice (once read, once split)."""
+    own scan, so the whole window is never in memory twice (once read, once split). The training rows
+    where every label is 0 are down-sampled to ``negative_rate`` (:func:`sample_negatives`); the
+    validation day never is."""
     lf = _scan_samples(settings, ds)
-    return lf.filter(pl.col("ds") < ds).collect(), lf.filter(pl.col("ds") == ds).collect()
+    tasks, rate = tuple(settings.tasks), settings.negative_rate
+    train = sample_negatives(lf.filter(pl.col("ds") < ds), tasks, rate, settings.seed)
+    return train.collect(), lf.filter(pl.col("ds") == ds).collect()
+
+
+def sample_negatives(lf: pl.LazyFrame, tasks: Sequence[str], rate: float, seed: int) -> pl.LazyFrame:
+    """Every row with a positive label, and the share ``rate`` of the rows where every label is 0: those
+    whose seeded hash of the row's key (``exposure_id`` when exported, else :data:`ROW_KEY`) / 2⁶⁴
+    falls under ``rate``. Columnar (one Polars hash), the same rows for the same seed whatever the
+    order or the other days of the window (a row's draw depends on its key alone); ``rate >= 1``: all.
+    Polars' hash is stable within one Polars version (the lock file pins it)."""
+    if rate >= 1.0:
+        return lf
+    schema = lf.collect_schema()
+    key = ["exposure_id"] if "exposure_id" in schema else [c for c in ROW_KEY if c in schema]
+    positive = pl.any_horizontal([pl.col(t).cast(pl.Float64()).fill_null(0.0) > 0 for t in tasks])
+    draw = pl.struct(key).hash(seed=seed).cast(pl.Float64()) / 2.0**64
+    return lf.filter(positive | (draw < rate))
+
+
+def negative_weights(y: torch.Tensor, rate: float) -> torch.Tensor | None:
+    """The importance weight [N] of each training row (labels ``y`` [N, T]) after
+    :func:`sample_negatives` at ``rate``: 1/rate where every label is 0, 1 elsewhere; None at rate 1."""
+    if rate >= 1.0:
+        return None
+    negative = y.sum(dim=1) == 0
+    return torch.where(negative, torch.tensor(1.0 / rate), torch.tensor(1.0)).float()
 
 
 def labels(df: pl.DataFrame, tasks: tuple[str, ...]) -> torch.Tensor:

@@ -12,6 +12,11 @@ measure the references (:mod:`mtl_model.learn.baselines`), register and write th
 rows (:func:`_publish`). Every option is a :class:`~mtl_model.config.Settings`
 field; :mod:`mtl_model.learn.options` says what each means for the network and the version name.
 
+With ``negative_rate`` < 1 the training days' rows with no positive label are down-sampled by a
+seeded hash and weighted back by 1/rate in every loss (:mod:`mtl_model.learn.samples`; the day ``ds``
+is never sampled); the single-task references train every ``baselines_every``-th night
+(:func:`single_task_tonight`).
+
 Determinism: the same inputs, settings and seed give the same weights and the same ``model_metrics``
 (deterministic kernels, seeded permutation); wall-clock speed is logged and kept in ``metrics.json``
 only.
@@ -23,7 +28,8 @@ references of :mod:`mtl_model.learn.baselines`, as extra metric names (see
 :mod:`mtl_model.learn.evaluate`). ``model_metrics`` has one set of rows per split (column ``split``).
 
 ``python -m mtl_model.learn.train --ds D`` trains one day; under ``torchrun`` the processes train one
-model with DistributedDataParallel and rank 0 registers it (see :func:`main`).
+model with DistributedDataParallel and rank 0 registers it (see :func:`main`; the nightly step
+launches that with ``train_nproc`` > 1, :func:`mtl_model.learn.distributed.launch_train`).
 """
 
 from __future__ import annotations
@@ -43,10 +49,10 @@ import torch
 from mtl_model import __version__
 from mtl_model.config import Settings
 from mtl_model.dates import parse_date
-from mtl_model.files import write_parquet_atomic
+from mtl_model.files import write_parquet_atomic, write_text_atomic
 from mtl_model.learn.baselines import reference_metrics
 from mtl_model.learn.device import deterministic, resolve_device, torch_threads
-from mtl_model.learn.distributed import distributed_world, end_distributed
+from mtl_model.learn.distributed import distributed_world, end_distributed, local_device
 from mtl_model.learn.evaluate import (
     BASELINE_SUFFIXES,
     METRICS_SCHEMA,
@@ -72,9 +78,11 @@ from mtl_model.learn.options import (
 )
 from mtl_model.learn.registry import MODEL_FORMAT, Promotion, file_sha256, register, version_name
 from mtl_model.learn.samples import (
+    SAMPLE_WEIGHT,
     SAMPLES_FILE,
     esmm_targets,
     labels,
+    negative_weights,
     read_split,
     real_exposures,
     split_test,
@@ -133,9 +141,9 @@ class _Window:
     version: str
     fingerprint: dict[str, Any]  # options_fingerprint(settings)
     samples_sha256: str
-    train_df: pl.DataFrame  # only ds, item_id and the labels once encoded (popularity, config)
+    train_df: pl.DataFrame  # once encoded only ds, item_id, labels[, sample_weight] (popularity, config)
     encoders: Encoders
-    train_tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cat, num, labels of the training rows
+    train_tensors: tuple[torch.Tensor, ...]  # cat, num, labels of the training rows[, their weights]
     sets: tuple[EvalSet, ...]  # the validation split, then the test split when there is one
     model_kwargs: dict[str, Any]
 
@@ -171,16 +179,23 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
     fingerprint = options_fingerprint(settings)
     version = version_name(settings, ds, samples_sha256, fingerprint)
     log.info(
-        "ds=%s version=%s architecture=%s n_train=%d n_valid=%d device=%s",
+        "ds=%s version=%s architecture=%s n_train=%d (negative_rate %g) n_valid=%d device=%s",
         ds,
         version,
         settings.architecture,
         train_df.height,
+        settings.negative_rate,
         valid_df.height,
         device,
     )
     encoders = Encoders.fit(train_df, feature_spec(settings))
     cat_tr, num_tr = encoders.encode(train_df)
+    y_tr = labels(train_df, tasks)
+    weights = negative_weights(y_tr, settings.negative_rate)  # None unless negatives were down-sampled
+    kept = ["ds", "item_id", *tasks]  # once encoded: only popularity and config need the frame
+    if weights is not None:
+        train_df = train_df.with_columns(pl.Series(SAMPLE_WEIGHT, weights.numpy()))
+        kept.append(SAMPLE_WEIGHT)
     splits = zip(("validation", "test"), split_test(valid_df, settings.test_fraction), strict=True)
     sets = tuple(_eval_set(name, df, encoders, tasks) for name, df in splits if df.height or name != "test")
     if sets[0].height == 0:
@@ -190,9 +205,9 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         version=version,
         fingerprint=fingerprint,
         samples_sha256=samples_sha256,
-        train_df=train_df.select("ds", "item_id", *tasks),  # encoded: only popularity and config need it
+        train_df=train_df.select(kept),
         encoders=encoders,
-        train_tensors=(cat_tr, num_tr, labels(train_df, tasks)),
+        train_tensors=(cat_tr, num_tr, y_tr) if weights is None else (cat_tr, num_tr, y_tr, weights),
         sets=sets,
         model_kwargs=model_kwargs(settings, encoders.spec.categorical, encoders.history_kwargs()),
     )
@@ -213,17 +228,17 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
     """
     ds = parse_date(ds)
     world = distributed_world()
-    device = resolve_device(settings.device)
+    device = local_device(resolve_device(settings.device), world[1])
     w = _prepare(settings, ds, device)
     ckpt_dir = checkpoint_dir_for(settings, w.version) if flag(settings, "checkpoints") else None
-    cat_tr, num_tr, y_tr = w.train_tensors
+    cat_tr, num_tr, y_tr = w.train_tensors[:3]
     tasks = tuple(settings.tasks)
 
     with deterministic(settings.seed), torch_threads(settings.threads):
         model = build_network(settings, w.encoders, tasks, w.model_kwargs).to(device)
         fit = fit_model(
             model,
-            (cat_tr, num_tr, esmm_targets(y_tr, tasks, model.esmm)),
+            (cat_tr, num_tr, esmm_targets(y_tr, tasks, model.esmm), *w.train_tensors[3:]),
             w.valid,
             settings,
             device=device,
@@ -239,10 +254,13 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
 
     baselines: dict[str, dict[str, TaskMetrics]] = {es.split: {} for es in w.sets}
     if flag(settings, "baselines"):
+        single = single_task_tonight(settings, ds)
+        if not single:
+            log.info("ds=%s: %s", ds, _single_task_note(settings, ds))
         with torch_threads(settings.threads):
             train_part = (w.train_df, w.train_tensors)
             baselines = reference_metrics(
-                settings, ds, w.model_kwargs, w.encoders, train_part, w.sets, device
+                settings, ds, w.model_kwargs, w.encoders, train_part, w.sets, device, single_task=single
             )
     return _publish(settings, w, model, fit, metrics, baselines, device, ckpt_dir)
 
@@ -259,7 +277,7 @@ def _publish(
 ) -> TrainResult:
     """Register the version (maybe promote it: judged on the validation split), drop its checkpoints
     and write ``model_metrics`` (one set of rows per split)."""
-    summary = _metrics_json(w, fit, metrics, baselines, device)
+    summary = {**_metrics_json(w, fit, metrics, baselines, device), **_training_notes(settings, w.ds)}
     config = _config(settings, w, fit)
     promotion = register(
         settings, w.version, model, w.encoders, config, summary, validation=w.valid_df, ds=w.ds
@@ -312,6 +330,29 @@ def _publish(
         n_test=w.n_test,
         test_baselines=baselines.get("test", {}),
     )
+
+
+def single_task_tonight(settings: Settings, ds: date) -> bool:
+    """Whether the single-task baselines train on ``ds``: ``baselines`` on, and the day's number
+    (``date.toordinal``) a multiple of ``baselines_every`` (1: every night)."""
+    return flag(settings, "baselines") and ds.toordinal() % settings.baselines_every == 0
+
+
+def _single_task_note(settings: Settings, ds: date) -> str:
+    """What ``metrics.json`` and the log say of the night's single-task baselines."""
+    if not flag(settings, "baselines"):
+        return "off (baselines=false)"
+    if single_task_tonight(settings, ds):
+        return "trained"
+    every = settings.baselines_every
+    wait = (every - ds.toordinal() % every) % every
+    following = date.fromordinal(ds.toordinal() + wait)
+    return f"skipped: single-task baselines train every {every} nights (baselines_every), next on {following}"
+
+
+def _training_notes(settings: Settings, ds: date) -> dict[str, Any]:
+    """The sampling and reference choices of the night, for ``metrics.json``."""
+    return {"negative_rate": settings.negative_rate, "single_task_baselines": _single_task_note(settings, ds)}
 
 
 def _last_epoch_gap(fit: FitResult) -> float:
@@ -398,6 +439,7 @@ def _config(settings: Settings, w: _Window, fit: FitResult) -> dict[str, Any]:
         "train_end": w.train_df.get_column("ds").max().isoformat(),
         "validation_day": w.ds.isoformat(),
         "test_fraction": settings.test_fraction,  # users of ds held out from selection (samples.split_test)
+        "negative_rate": settings.negative_rate,  # share of the all-zero training rows kept, weighted 1/rate
         "seed": settings.seed,
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
@@ -442,14 +484,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Train the joint model for one day.")
     parser.add_argument("--ds", required=True, help="run date YYYY-MM-DD (the validation day)")
+    parser.add_argument("--summary", type=Path, help="rank 0 writes the result here as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = train(load_settings(), args.ds)
     rank, world_size = distributed_world()
     if rank == 0:
-        print(
-            json.dumps({"version": result.version, "promoted": result.promoted, "mean_auc": result.mean_auc})
-        )
+        out = {
+            "version": result.version,
+            "promoted": result.promoted,
+            "reason": result.reason,
+            "mean_auc": result.mean_auc,
+            "world_size": world_size,
+        }
+        print(json.dumps(out))
+        if args.summary is not None:  # after register: what the launcher (distributed.launch_train) reads
+            write_text_atomic(args.summary, json.dumps(out))
     end_distributed(world_size)
     return 0
 

@@ -69,19 +69,29 @@ def task_loss(
     mode: str = "none",
     pos_weight: float = 1.0,
     gamma: float = 2.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean loss of one task: logits [B], labels [B] in {0, 1} → scalar (see the module docstring)."""
-    if mode == "none":
+    """Mean loss of one task: logits [B], labels [B] in {0, 1} → scalar (see the module docstring).
+    ``sample_weight`` [B] (the importance weights of down-sampled negatives): the weighted mean
+    Σ wᵢ·lᵢ / Σ wᵢ instead."""
+    if mode not in CLASS_BALANCES:
+        raise ValueError(f"class_balance must be one of {CLASS_BALANCES}, not {mode!r}")
+    if sample_weight is None and mode == "none":
         return F.binary_cross_entropy_with_logits(logits, labels)
-    if mode == "pos_weight":
+    if sample_weight is None and mode == "pos_weight":
         weight = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
+    weight = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    ce = F.binary_cross_entropy_with_logits(
+        logits, labels, pos_weight=weight if mode == "pos_weight" else None, reduction="none"
+    )
     if mode == "focal":
-        ce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         p = torch.sigmoid(logits)
         p_t = p * labels + (1 - p) * (1 - labels)
-        return ((1 - p_t).pow(gamma) * ce).mean()
-    raise ValueError(f"class_balance must be one of {CLASS_BALANCES}, not {mode!r}")
+        ce = (1 - p_t).pow(gamma) * ce
+    if sample_weight is None:
+        return ce.mean()
+    return (ce * sample_weight).sum() / sample_weight.sum().clamp(min=1e-12)
 
 
 class LossWeighting(nn.Module):

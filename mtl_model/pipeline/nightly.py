@@ -115,8 +115,13 @@ def train(run_date: str) -> dict:
     from mtl_model.learn.train import train as train_model
 
     settings = load_settings()
-    result = train_model(settings, _day(run_date))
-    summary = {"version": result.version, "promoted": result.promoted, "reason": result.reason}
+    if settings.train_nproc > 1:  # torchrun: N processes train one model, rank 0 registers it
+        from mtl_model.learn.distributed import launch_train
+
+        summary = launch_train(settings, _day(run_date))
+    else:
+        result = train_model(settings, _day(run_date))
+        summary = {"version": result.version, "promoted": result.promoted, "reason": result.reason}
     if settings.retrieval != "off":  # the learned candidate source, on the same window
         from mtl_model.learn.retrieval import fit_retrieval
 
