@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     threads: Count = 0  # torch threads; 0 leaves torch's default
 
     # Outputs
+    # >1: score runs as that many mapped tasks, each the users of one hash slice, then one merge
+    score_parts: Annotated[int, Field(ge=1, le=64)] = 1
     top_k: Positive = 10
     fusion_click_weight: float = 1.0  # score = p_click^a * p_purchase^b * price^c
     fusion_purchase_weight: float = 1.0
@@ -196,6 +198,7 @@ class Settings(BaseSettings):
     train_queue: Annotated[str, Field(min_length=1)] = "default"  # "gpu" with a GPU Celery worker
     warehouse_pool: Annotated[str, Field(min_length=1)] = "duckdb"
     task_retries: Count = 1
+    retry_delay_seconds: Count = 120  # before a failed task's retry (under the scheduler)
     owner: Annotated[str, Field(min_length=1)] = "tandem"  # the owner of every task of the DAG
     task_timeout_minutes: Positive = 120  # execution_timeout of every task
     train_timeout_minutes: Count = 0  # execution_timeout of train (0: task_timeout_minutes)

@@ -817,3 +817,24 @@ def test_a_weighted_task_loss_equals_the_loss_on_the_rows_repeated_by_their_weig
         want = task_loss(logits[repeated], y[repeated], mode, 3.0, 2.0)
         assert got.item() == pytest.approx(want.item(), rel=1e-5), mode
         assert got.item() != pytest.approx(task_loss(logits, y, mode, 3.0, 2.0).item(), rel=1e-2)
+
+
+def test_scoring_split_by_user_hash_unions_to_the_unsliced_table(trained) -> None:
+    """TANDEM_SCORE_PARTS=K: K slices of the users, each scored alone (a mapped task each in the
+    DAG), merged, give the unsliced table; every user is in exactly one slice."""
+    from mtl_model.outputs.score import merge_parts, part_path
+
+    settings, _ = trained
+    whole = pl.read_parquet(score(settings, DS))
+    sliced = settings.replace(score_parts=3)
+    users = [set(pl.read_parquet(score(sliced, DS, part=k))["user_id"]) for k in range(3)]
+    assert set.union(*users) == set(whole["user_id"]) and sum(map(len, users)) == whole["user_id"].n_unique()
+    assert sum(1 for u in users if u) >= 2  # the hash really cuts these four users
+    with pytest.raises(FileNotFoundError, match="score parts missing"):
+        part_path(sliced, DS, 1).unlink() or merge_parts(sliced, DS)
+    score(sliced, DS, part=1)
+    merged = pl.read_parquet(merge_parts(sliced, DS))
+    assert merged.equals(whole)
+    assert not any(part_path(sliced, DS, k).exists() for k in range(3))  # slices removed once merged
+    with pytest.raises(ValueError, match="part 3 is not one of the 3"):
+        score(sliced, DS, part=3)

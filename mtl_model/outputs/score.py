@@ -58,6 +58,8 @@ RETRIEVAL_BIT = SOURCE_BITS["retrieval"]
 ITEMS_EXPORT = "scoring_items.parquet"  # in-stock items of D with their item features
 USER_CATEGORIES_EXPORT = "scoring_user_categories.parquet"  # active users' user × category features
 USER_PREFIXES = ("f_u_", "hist_")  # candidate columns that depend on the user alone
+PARTS_DIR = "score_parts"  # outputs/ds=D/score_parts/part-<k>-of-<K>.parquet, until merged
+PART_SEED = 20261202  # the user hash that cuts the users into TANDEM_SCORE_PARTS slices
 
 
 def fused_score(
@@ -216,9 +218,26 @@ def mark_offered(scored: pl.DataFrame, offered: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def score(settings: Settings, ds: date | str) -> Path:
-    """Score ``candidates.parquet`` of ``ds`` with the CURRENT model; write and return recommendations."""
+def user_part(parts: int) -> pl.Expr:
+    """The slice (0 .. parts-1) of each row's user: a seeded hash of ``user_id``, so that every
+    candidate of one user lands in one slice (stable within one Polars version: the slices of a
+    night run in one installation)."""
+    return (pl.col("user_id").cast(pl.String()).hash(seed=PART_SEED) % parts).cast(pl.Int64())
+
+
+def part_path(settings: Settings, ds: date, part: int) -> Path:
+    parts = settings.score_parts
+    return settings.output_dir(ds) / PARTS_DIR / f"part-{part}-of-{parts}.parquet"
+
+
+def score(settings: Settings, ds: date | str, part: int | None = None) -> Path:
+    """Score ``candidates.parquet`` of ``ds`` with the model that serves ``ds``; write and return the
+    recommendations. With ``part`` (0 .. ``score_parts`` - 1) only the users of that slice
+    (:func:`user_part`), into :func:`part_path`; :func:`merge_parts` then writes the day's table,
+    equal to the one an unsliced run writes."""
     ds = parse_date(ds)
+    if part is not None and not 0 <= part < settings.score_parts:
+        raise ValueError(f"part {part} is not one of the {settings.score_parts} TANDEM_SCORE_PARTS")
     path = settings.export_dir(ds) / CANDIDATES_FILE
     if not path.exists():
         raise FileNotFoundError(f"scoring candidates for ds={ds} not found: {path}")
@@ -235,6 +254,8 @@ def score(settings: Settings, ds: date | str) -> Path:
     if settings.retrieval != "off":
         offered = retrieval_offered(settings, ds)
         chunks = chain(chunks, _slices(retrieval_rows(settings, ds, offered), SCORE_CHUNK))
+    if part is not None:
+        chunks = (c.filter(user_part(settings.score_parts) == part) for c in chunks)
     scored = _score_chunks(settings, chunks, names, model, encoders, device)
     if offered is not None and "source_mask" in scored.columns:
         scored = mark_offered(scored, offered)
@@ -253,12 +274,31 @@ def score(settings: Settings, ds: date | str) -> Path:
     recs = recs.select([pl.col(c).cast(t) for c, t in RECOMMENDATIONS_SCHEMA.items()]).sort(
         ["user_id", "rank"]
     )
-    out = write_parquet_atomic(recs, settings.output_dir(ds) / RECOMMENDATIONS_FILE)
+    target = settings.output_dir(ds) / RECOMMENDATIONS_FILE if part is None else part_path(settings, ds, part)
+    out = write_parquet_atomic(recs, target)
+    where = "" if part is None else f" (part {part} of {settings.score_parts})"
     log.info(
-        "ds=%s model=%s: %d recommendations for %d users",
+        "ds=%s model=%s: %d recommendations for %d users%s",
         ds,
         version,
         recs.height,
         recs["user_id"].n_unique(),
+        where,
     )
+    return out
+
+
+def merge_parts(settings: Settings, ds: date | str) -> Path:
+    """The day's recommendations from its ``score_parts`` slices (every one must be there), then the
+    slices removed: one table, as an unsliced run writes it."""
+    ds = parse_date(ds)
+    paths = [part_path(settings, ds, k) for k in range(settings.score_parts)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"ds={ds}: score parts missing: {', '.join(missing)}")
+    recs = pl.concat([pl.read_parquet(p) for p in paths]).sort(["user_id", "rank"])
+    out = write_parquet_atomic(recs, settings.output_dir(ds) / RECOMMENDATIONS_FILE)
+    for path in paths:
+        path.unlink()
+    log.info("ds=%s: %d recommendations merged from %d parts", ds, recs.height, len(paths))
     return out

@@ -136,6 +136,25 @@ def score(run_date: str) -> dict:
     return {"recommendations": str(score_day(load_settings(), _day(run_date)))}
 
 
+def score_part(run_date: str, part: int) -> dict:
+    """One slice of the users (``TANDEM_SCORE_PARTS`` > 1: a mapped task each, on the train queue),
+    recorded as step ``score_part_<part>``."""
+    from mtl_model.outputs.score import score as score_day
+
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    summary = {"part": part, "recommendations": str(score_day(load_settings(), _day(run_date), part=part))}
+    _record(run_date, f"score_part_{part}", started, time.perf_counter() - t0, summary)
+    return summary
+
+
+@timed
+def score_merge(run_date: str) -> dict:
+    """The day's recommendations from its score parts."""
+    from mtl_model.outputs.score import merge_parts
+
+    return {"recommendations": str(merge_parts(load_settings(), _day(run_date)))}
+
+
 @timed
 def anomalies(run_date: str) -> dict:
     """Anomalies of the day with the current model (after ``train``); behaviour only, and said so in
