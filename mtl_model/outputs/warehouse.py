@@ -42,6 +42,9 @@ EXPORTS = {
     "candidates": "scoring_candidates",
     "user_activity": "user_day_activity",
     "item_activity": "item_day_activity",
+    # the rows a learned retrieval source's candidates are built from (mtl_model.outputs.score)
+    "scoring_items": "scoring_items",
+    "scoring_user_categories": "scoring_user_categories",
 }
 # output tables computed by dbt in the warehouse, written straight to outputs/ds=D/<name>.parquet
 WAREHOUSE_OUTPUTS = {"rec_feedback": "rec_feedback_day"}  # output name → dbt model
@@ -95,8 +98,10 @@ def _comment_view(con: duckdb.DuckDBPyConnection, table: str) -> None:
 
 
 def export_day(settings: Settings, ds: date) -> dict[str, int]:
-    """Copy the export models of ``ds`` to ``exports/ds=D/<name>.parquet`` (and the warehouse-computed
-    outputs to ``outputs/ds=D/``); return row counts."""
+    """Copy the export models of ``ds`` to ``exports/run_date=D/<name>.parquet`` (and the warehouse-computed
+    outputs to ``outputs/ds=D/``); return row counts. The export views read the day the session's
+    DuckDB variable ``tandem_ds`` names (set here to ``ds``), so the export is the day's whatever
+    night's ``dbt build`` ran last; the day's marts must be built (else a one-line RuntimeError)."""
     out = settings.export_dir(ds)
     targets = {name: (model, out / f"{name}.parquet") for name, model in EXPORTS.items()}
     targets |= {
@@ -105,10 +110,13 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
     }
     counts: dict[str, int] = {}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        days = con.execute("select min(ds), max(ds) from training_samples").fetchall()[0]
-        if days[1] != ds:
+        # the export views read the day this session names, not the run date of the last dbt build
+        # (another night's build may have run since this night's): concurrent nights export alike
+        con.execute("set variable tandem_ds = ?", [ds])
+        built = con.execute("select count(*) from interactions where ds = ?", [ds]).fetchall()[0][0]
+        if not built:
             raise RuntimeError(
-                f"training_samples ends at {days[1]}, expected ds={ds}: run dbt for this day first "
+                f"ds={ds}: the warehouse has no interactions for the day: run dbt for this day first "
                 "(or the day has no exposures)"
             )
         for name, (model, dest) in targets.items():
@@ -293,3 +301,9 @@ def refresh_catalog(settings: Settings) -> Path:
 
     write_atomic(catalog, build)
     return catalog
+
+
+def read_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A read-only session on the warehouse, for the report and ``tandem show``: it cannot write,
+    and raises ``duckdb.Error`` at once while a build holds the write lock."""
+    return duckdb.connect(str(settings.warehouse_path), read_only=True)

@@ -1,3 +1,7 @@
+{#- The day this export is for: the build's run date, unless the reading session names its own day
+    (`set variable tandem_ds = date 'YYYY-MM-DD'`, what outputs/warehouse.py export_day does): a
+    night's export reads its own day, whichever night's build ran last. -#}
+{%- set day = "coalesce(getvariable('tandem_ds'), " ~ run_date() ~ ")" -%}
 {#- Yesterday's recommendations judged by today's behaviour. For the run date D: the top-K lists
     published for D - 1, for the users active on D, against what they clicked and bought on D; next to
     a popularity baseline (the K items clicked by the most users in the `popularity_days` before D, the
@@ -14,7 +18,7 @@
 with today as (
     select user_id, item_id, max(click) as clicked, max(purchase) as purchased
     from {{ ref('interactions') }}
-    where ds = {{ run_date() }}
+    where ds = {{ day }} and exposure is distinct from 'sampled'  -- real exposures: drawn negatives were never shown
     group by user_id, item_id
 ),
 
@@ -26,7 +30,7 @@ model_recs as (
     {%- if published %}
     select user_id, item_id, rank, 'model' as recommender
     from {{ source('published', 'recommendations') }}
-    where ds = {{ run_date() }} - 1 and rank <= {{ k }}
+    where ds = {{ day }} - 1 and rank <= {{ k }}
     {%- else %}
     select null::varchar as user_id, null::varchar as item_id, null::integer as rank, null::varchar as recommender
     where false
@@ -39,7 +43,8 @@ popular_list as (
         order by count(distinct user_id) filter (where click = 1) desc, sum(click) desc, count(*) desc, item_id
     ) as rank
     from {{ ref('interactions') }}
-    where ds between {{ run_date() }} - interval ({{ int_setting('popularity_days') }}) day and {{ run_date() }} - 1
+    where ds between {{ day }} - interval ({{ int_setting('popularity_days') }}) day and {{ day }} - 1
+      and exposure is distinct from 'sampled'
     group by item_id
     qualify rank <= {{ k }}
 ),
@@ -85,7 +90,7 @@ scored as (
 ),
 
 catalog as (
-    select count(*) as n from {{ ref('items') }} where ds = {{ run_date() }} - 1 and in_stock
+    select count(*) as n from {{ ref('items') }} where ds = {{ day }} - 1 and in_stock
 ),
 
 metrics as (
@@ -103,6 +108,6 @@ metrics as (
     group by r.recommender
 )
 
-select {{ run_date() }} as ds, recommender, metric, {{ k }} as k, round(value, 10) as value
+select {{ day }} as ds, recommender, metric, {{ k }} as k, round(value, 10) as value
 from metrics
 order by recommender, metric

@@ -1,3 +1,7 @@
+{#- The day this export is for: the build's run date, unless the reading session names its own day
+    (`set variable tandem_ds = date 'YYYY-MM-DD'`, what outputs/warehouse.py export_day does): a
+    night's export reads its own day, whichever night's build ran last. -#}
+{%- set day = "coalesce(getvariable('tandem_ds'), " ~ run_date() ~ ")" -%}
 -- depends_on: {{ ref('user_history') }} (joined by feature_joins when history_length > 0)
 {# Candidate (user, item) pairs to score for the run date, for every user active on the day, from
     four sources over the windows ending at the run date:
@@ -11,15 +15,15 @@
     as of the end of the run date (the recommendations are for the next day). -#}
 with window_interactions as (
     select * from {{ ref('interactions') }}
-    where ds between {{ run_date() }} - interval ({{ int_setting('popularity_days') }} - 1) day and {{ run_date() }}
+    where ds between {{ day }} - interval ({{ int_setting('popularity_days') }} - 1) day and {{ day }}
 ),
 
 active_users as (
-    select distinct user_id from {{ ref('stg_events') }} where ds = {{ run_date() }}
+    select distinct user_id from {{ ref('stg_events') }} where ds = {{ day }}
 ),
 
 in_stock as (
-    select item_id, category_id, price from {{ ref('items') }} where ds = {{ run_date() }} and in_stock
+    select item_id, category_id, price from {{ ref('items') }} where ds = {{ day }} and in_stock
 ),
 
 item_clicks as (
@@ -62,7 +66,7 @@ affinity as (
         select user_id, category_id,
                row_number() over (partition by user_id order by f_uc_clicks_30d desc, category_id) as category_rank
         from {{ ref('user_category_features') }}
-        where ds = {{ run_date() }} and f_uc_clicks_30d > 0
+        where ds = {{ day }} and f_uc_clicks_30d > 0
         qualify category_rank <= 3
     ) as f
     inner join active_users using (user_id)
@@ -92,7 +96,7 @@ covisit_pairs as (
 user_seeds as (
     select distinct user_id, item_id as seed
     from window_interactions
-    where click = 1 and ds > {{ run_date() }} - interval 7 day
+    where click = 1 and ds > {{ day }} - interval 7 day
 ),
 
 covisit as (
@@ -110,7 +114,7 @@ recent as (
            row_number() over (partition by i.user_id order by max(i.ds) desc, max(i.cart) desc, i.item_id) as source_rank
     from window_interactions as i
     inner join active_users using (user_id)
-    where (i.click = 1 or i.cart = 1) and i.ds > {{ run_date() }} - interval 7 day
+    where (i.click = 1 or i.cart = 1) and i.ds > {{ day }} - interval 7 day
     group by i.user_id, i.item_id
     qualify source_rank <= {{ int_setting('candidates_recent') }}
 ),
@@ -152,7 +156,10 @@ pairs as (
 )
 
 -- features as of the end of the run date: the recommendations are for the next day
-select x.*, {{ feature_columns() }}
+select x.*, {{ feature_columns() }},
+    it.title  -- text input (TANDEM_TEXT): the item's title in the run date's snapshot (query: null)
 from pairs as x
-{{ feature_joins(run_date(), run_date(), run_date()) }}
+{{ feature_joins(day, day, day) }}
+left join (select item_id, title from {{ ref('items') }} where ds = {{ day }}) as it
+    on it.item_id = x.item_id
 order by x.user_id, x.item_id

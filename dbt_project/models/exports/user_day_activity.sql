@@ -1,8 +1,12 @@
+{#- The day this export is for: the build's run date, unless the reading session names its own day
+    (`set variable tandem_ds = date 'YYYY-MM-DD'`, what outputs/warehouse.py export_day does): a
+    night's export reads its own day, whichever night's build ran last. -#}
+{%- set day = "coalesce(getvariable('tandem_ds'), " ~ run_date() ~ ")" -%}
 {#- Behaviour of each user active on the run date, for the anomaly detector: volumes, rates, spend,
     account age (new accounts buying big: fraud) and how regular the gaps between clicks are (bots
     click like clockwork). -#}
 with events as (
-    select * from {{ ref('stg_events') }} where ds = {{ run_date() }}
+    select * from {{ ref('stg_events') }} where ds = {{ day }}
 ),
 
 click_gaps as (
@@ -36,7 +40,7 @@ gap_moments as (
 )
 
 select
-    {{ run_date() }} as ds,
+    {{ day }} as ds,
     e.user_id,
     count(*)::bigint as events,
     count(distinct e.session_id)::bigint as sessions,
@@ -48,7 +52,7 @@ select
     count(distinct e.item_id)::bigint as distinct_items,
     g.mean_click_gap_s,
     g.std_click_gap_s,
-    ({{ run_date() }} - any_value(u.signup_date))::integer as account_age_days
+    ({{ day }} - any_value(u.signup_date))::integer as account_age_days
 from events as e
 left join gap_moments as g using (user_id)
 left join {{ ref('users') }} as u on u.user_id = e.user_id and u.ds = e.ds
