@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     train_nproc: Positive = 1
     threads: Count = 0  # torch threads; 0 leaves torch's default
 
+    # the dbt build in the DAG: "models" (cosmos: one build, a sensor task per model and test, each
+    # visible in the UI) or "build" (one task runs `dbt build`: ~45 fewer task processes a night,
+    # for small machines and the scheduler tests)
+    dbt_tasks: Literal["models", "build"] = "models"
+
     # Outputs
     # >1: score runs as that many mapped tasks, each the users of one hash slice, then one merge
     score_parts: Annotated[int, Field(ge=1, le=64)] = 1

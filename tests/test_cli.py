@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import io
 import json
 import re
 import sqlite3
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from mtl_model.outputs.warehouse import OUTPUT_TABLES
@@ -134,6 +134,9 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
     server.shutdown()
 
 
+LOCK_HOLDER = (  # a read-write session on the warehouse, held until killed
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(900)"
+)
 TASK_LINE = re.compile(r"  \[ *(\d+)/(\d+)\] (success|failed|skipped) +(\S+) \(\d+\.\ds\)")
 
 
@@ -147,14 +150,15 @@ def _assert_quiet_success(out: subprocess.CompletedProcess, logs: Path) -> None:
         == f"tandem run ds={DS}: starting (logs: {logs}; first run: setting up Airflow's metadata DB (~20 s))"
     )
     assert re.fullmatch(
-        rf"tandem run ds={DS}: success in \d+s \(dbt \d+s, check \d+s, .*report \d+s\)", lines[-1]
+        rf"tandem run ds={DS}: success in \d+s \(check_landing \d+s, dbt \d+s, check \d+s, .*report \d+s\)",
+        lines[-1],
     )
     tasks = [TASK_LINE.fullmatch(line) for line in lines[1:-1]]
     assert all(tasks), [line for line, m in zip(lines[1:-1], tasks, strict=True) if not m]
     total = int(tasks[0].group(2))
     assert [int(m.group(1)) for m in tasks] == list(range(1, total + 1))  # every task, once, all green
     assert {m.group(3) for m in tasks} == {"success"}
-    assert {"resolve_ds", "dbt.dbt_producer_watcher", "train", "publish", "report"} <= {
+    assert {"resolve_ds", "check_landing", "dbt.dbt_producer_watcher", "train", "publish", "report"} <= {
         m.group(4) for m in tasks
     }
     assert '"resource_type"' in (logs / "run.log").read_text()  # cosmos's dbt ls JSON: in the log only
@@ -175,10 +179,12 @@ def test_a_night_reports_each_task_then_a_failed_one_in_plain_words(
     assert sorted(name for name, _ in events) == sorted(f"tandem.{t}" for t in OUTPUT_TABLES)
     assert {json.loads(extra)["ds"] for _, extra in events} == {str(DS)}
 
-    # the next day's events have a position dbt cannot type; retries are asked for, a webhook too
-    path = home / "landing" / "events" / f"ds={LAST}" / "part-0.parquet"
-    events_df = pl.read_parquet(path).with_columns(pl.col("position").cast(pl.String))
-    events_df[:1].with_columns(position=pl.lit("third")).vstack(events_df[1:]).write_parquet(path)
+    # another process holds the warehouse's write lock (an analyst's stray read-write session):
+    # the dbt build cannot open it; retries are asked for, a webhook too
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(home / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     url, posted = webhook
     failed = cli(
         home,
@@ -191,15 +197,17 @@ def test_a_night_reports_each_task_then_a_failed_one_in_plain_words(
         NO_PROXY="127.0.0.1",
         no_proxy="127.0.0.1",
     )
+    holder.kill()
+    holder.wait()
     assert failed.returncode == 1, failed.stdout[-4000:] + failed.stderr[-4000:]
     assert "Traceback" not in failed.stdout + failed.stderr
     head, error, log = failed.stderr.splitlines()  # what failed, why, where to read more
-    assert head.startswith(f"tandem run ds={LAST}: failed after ") and " at task dbt." in head
-    assert "in the dbt build of dbt.dbt_producer_watcher" in head
-    assert error.startswith("  error: Runtime Error in model ") and "Conversion Error" in error
-    assert "'third'" in error
+    assert head.startswith(f"tandem run ds={LAST}: failed after ")
+    assert " at task dbt.dbt_producer_watcher (" in head and " not run)" in head
+    assert error.startswith("  error: ") and "lock" in error, error  # the cause, from the dbt output
     log_path = Path(log.removeprefix("  log: "))
-    assert log_path.parent == logs / f"ds={LAST}" and "'third'" in log_path.read_text()
+    assert log_path == logs / f"ds={LAST}" / "dbt.dbt_producer_watcher.log"
+    assert error.removeprefix("  error: ")[:40] in log_path.read_text()
     lines = failed.stdout.splitlines()
     assert TASK_LINE.fullmatch(lines[-1]).group(3, 4) == ("failed", "dbt.dbt_producer_watcher")
     assert "up_for_retry" not in failed.stdout  # in process a task fails once: no retry, no delay
@@ -260,3 +268,32 @@ checks.runner.DataCheckError: 1 data check(s) failed for ds=2026-03-05:
 )
 def test_the_error_line_of_a_task_log(log: str, line: str) -> None:
     assert first_error_line(log) == line
+
+
+class _Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_progress_bar_on_a_terminal_only(tty: bool) -> None:
+    from mtl_model.pipeline.airflow_env import TaskDone
+    from mtl_model.pipeline.cli import _clear_bar, _progress
+
+    console = _Terminal(tty)
+    show = _progress(console)
+    for k in (1, 2):
+        show(TaskDone(f"task_{k}", "success", 1.5, Path("x.log"), k, 4))
+    if tty:  # each task line clears the bar, which is drawn again under it
+        lines = console.getvalue().split("\r\x1b[K")
+        assert lines[1].startswith("  [1/4] success task_1 (1.5s)\n  [#######") and " 1/4 tasks, " in lines[1]
+        assert lines[2].startswith("  [2/4] success task_2 (1.5s)\n  [###############...")
+        assert "2/4 tasks" in lines[2]
+        _clear_bar(console)
+        assert console.getvalue().endswith("\r\x1b[K")
+    else:  # a pipe or a log gets the task lines only
+        assert console.getvalue() == "  [1/4] success task_1 (1.5s)\n  [2/4] success task_2 (1.5s)\n"

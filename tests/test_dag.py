@@ -21,7 +21,8 @@ bag = DagBag(dag_folder=str(DAGS_DIR))
 dag = bag.dags["tandem_nightly"]
 tasks = {t.task_id: {"pool": t.pool, "operator": type(t).__name__, "queue": t.queue, "retries": t.retries,
                      "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks}
-dbt_vars = getattr(dag.get_task("dbt.dbt_producer_watcher"), "vars", None)
+producer = dag.task_dict.get("dbt.dbt_producer_watcher")
+dbt_vars = getattr(producer, "vars", None)
 for t in dag.tasks:
     tasks[t.task_id].update(owner=t.owner, timeout=t.execution_timeout.total_seconds())
 def accepts(conf):  # what a run's conf makes of the ds param (Airflow merges conf into the params)
@@ -68,7 +69,9 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert {"dbt.stg_events.run", "dbt.interactions.run", "dbt.training_samples_run"} <= set(dbt_tasks)
     # one `dbt build` for the night (cosmos watcher mode); a sensor task per model and test follows it
     assert tasks["dbt.dbt_producer_watcher"]["operator"] == "DbtProducerWatcherOperator"
-    assert tasks["dbt.dbt_producer_watcher"]["upstream"] == ["resolve_ds"]
+    # the landing check runs first: dbt reads only the files it accepted
+    assert tasks["check_landing"]["upstream"] == ["resolve_ds"]
+    assert tasks["dbt.dbt_producer_watcher"]["upstream"] == ["check_landing"]
     assert tasks["dbt.interactions.run"]["operator"] == "DbtRunWatcherOperator"
     assert tasks["dbt.interactions.test"]["upstream"] == ["dbt.interactions.run"]
     # the landed = staged + quarantined + duplicates test waits for both of its models
@@ -76,7 +79,7 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert {"dbt.stg_events.test", "dbt.stg_events_quarantine.test"} <= set(accounted)
     for name in [*dbt_tasks, "check", "export", "publish"]:
         assert tasks[name]["pool"] == "duckdb", name  # every task that opens the warehouse
-    for name in ("train", "score", "anomalies", "resolve_ds"):
+    for name in ("train", "score", "anomalies", "resolve_ds", "check_landing"):
         assert tasks[name]["pool"] != "duckdb", name
     assert all(t["retries"] == 2 for t in tasks.values())
     # Airflow conventions: an owner, a timeout on every task (train's own), ds as a date Param
@@ -256,3 +259,20 @@ def test_analyst_dag_queries_the_published_catalog(tmp_path: Path) -> None:
         "ds=2026-03-04: the 3 items recommended to the most users: [{'item_id': 'B', 'users': 3, "
         "'mean_score': 0.5}, {'item_id': 'C', 'users': 2, 'mean_score': 0.5}, {'item_id': 'A', 'users': 1"
     ) in latest["log"]
+
+
+def test_one_dbt_task_and_scoring_in_slices_when_asked(tmp_path: Path) -> None:
+    """TANDEM_DBT_TASKS=build: one task runs the night's dbt build (no cosmos sensors); and
+    TANDEM_SCORE_PARTS=3: score is a task mapped over 3 user slices, then one merging task."""
+    info = probe(tmp_path, TANDEM_DBT_TASKS="build", TANDEM_SCORE_PARTS="3")
+    assert info["errors"] == {}
+    tasks = info["tasks"]
+    assert not [t for t in tasks if t.startswith("dbt.")] and info["dbt_vars"] is None
+    assert tasks["dbt_build"]["upstream"] == ["check_landing", "resolve_ds"]
+    assert tasks["dbt_build"]["pool"] == "duckdb"
+    assert "dbt_build" in tasks["check"]["upstream"]
+    assert tasks["score_part"]["operator"].endswith("MappedOperator")  # dynamic task mapping
+    assert set(tasks["score_part"]["upstream"]) == {"resolve_ds", "train"}
+    assert tasks["score"]["upstream"] == ["resolve_ds", "score_part", "train"]
+    assert tasks["score_part"]["queue"] == tasks["score"]["queue"] == tasks["train"]["queue"]
+    assert "score" in tasks["publish"]["upstream"]

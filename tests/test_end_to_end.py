@@ -4,8 +4,8 @@ One test, in stages, because each nightly run costs about a minute on 2 cores:
 1. a day runs green and publishes every output table;
 2. rerunning the same day leaves every output and warehouse table identical (no duplicates);
 3. a day whose data fails a check stops before training and publishing: the last good day stays;
-4. a day whose landed file cannot be typed (dbt fails in the one watcher `dbt build`) stops the
-   night in the dbt task group, naming the model's task.
+4. a file of the day that breaks the contract (a text position) is quarantined by the night's
+   landing check, with its reason and column, and the night builds and publishes from the others.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from mtl_model.config import Settings
+from mtl_model.landing_check import quarantined_files
 from mtl_model.outputs.warehouse import OUTPUT_TABLES
 from tests.conftest import LAST, tandem_cli
 
@@ -63,7 +65,8 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
     assert per_user["n"].max() <= 10
     assert recs["p_click"].is_between(0, 1).all() and recs["p_purchase"].is_between(0, 1).all()
     assert recs["model_version"].n_unique() == 1
-    aucs = {r["task"]: r["value"] for r in metrics.filter(pl.col("metric") == "auc").iter_rows(named=True)}
+    test = metrics.filter((pl.col("metric") == "auc") & (pl.col("split") == "test"))
+    aucs = {r["task"]: r["value"] for r in test.iter_rows(named=True)}
     assert set(aucs) == {"click", "cart", "purchase"}
     assert aucs["click"] > 0.55  # the tiny simulated set has real signal
     assert checks.height > 10 and checks.filter(pl.col("severity") == "error")["success"].all()
@@ -97,18 +100,34 @@ def test_nightly_run_rerun_and_failed_check(home: Path) -> None:
         pl.col("expectation").str.contains("expect_column_mean_to_be_between\\(column=click")
     ).height
     assert not (home / "published" / "recommendations" / f"ds={nxt}").exists()
-    assert not (home / "exports" / f"ds={nxt}").exists()  # stopped before export and training
+    assert not Settings(home=home).export_dir(nxt).exists()  # stopped before export and training
     assert (home / "models" / "CURRENT").read_text() == current
     assert snapshot(home) == after  # yesterday's outputs untouched
 
-    # 4. schema drift dbt cannot type (a text position): the dbt build fails and the night stops there
-    drifted = events.with_columns(pl.col("position").cast(pl.String))
-    drifted[:1].with_columns(pl.lit("third").alias("position")).vstack(drifted[1:]).write_parquet(
-        folder / "part-0.parquet"
+    # 4. schema drift in one more file of the day (a text position): the night's landing check moves
+    # that file to the quarantine, naming the column, and the night builds from the other files
+    folder.joinpath("part-0.parquet").unlink()
+    events.write_parquet(folder / "part-0.parquet")  # the day's good file back
+    extra = events.head(50).with_columns(
+        pl.format("drift-{}", pl.col("event_id")).alias("event_id"), pl.lit("third").alias("position")
     )
-    broken_dbt = tandem_cli(home, "run", "--ds", str(nxt))
-    assert broken_dbt.returncode != 0
-    assert "dbt.stg_events" in broken_dbt.stderr + broken_dbt.stdout  # the failed model's task is named
-    assert not (home / "exports" / f"ds={nxt}").exists()
-    assert (home / "models" / "CURRENT").read_text() == current
-    assert snapshot(home) == after
+    extra.write_parquet(folder / "part-1.parquet")
+    drifted = tandem_cli(home, "run", "--ds", str(nxt))
+    assert drifted.returncode == 0, drifted.stdout[-4000:] + drifted.stderr[-4000:]
+    assert not (folder / "part-1.parquet").exists()  # moved aside, not read
+    [record] = quarantined_files(Settings(home=home), nxt)
+    assert (record["file"], record["reason"], record["column"]) == (
+        f"events/ds={nxt}/part-1.parquet",
+        "wrong_type",
+        "position",
+    )
+    assert "part-1.parquet" in record["message"] and "position" in record["message"]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        staged = con.execute(
+            "select count(*), count(*) filter (where event_id like 'drift-%') from stg_events where ds = ?",
+            [nxt],
+        ).fetchone()
+        quarantined = con.execute("select count(*) from stg_events_quarantine where ds = ?", [nxt]).fetchone()
+    assert staged[1] == 0 and staged[0] + quarantined[0] <= events.height  # only part-0's rows
+    assert (home / "published" / "recommendations" / f"ds={nxt}" / "part-0.parquet").exists()
+    assert snapshot(home) == after  # yesterday's outputs untouched

@@ -17,9 +17,10 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,29 @@ TANDEM_LOGGERS = ("mtl_model", "checks")
 hookimpl = pluggy.HookimplMarker("airflow")
 
 
+def _cores() -> int:
+    """The cores this process may run on (at least 2: a sensor and the task it waits for)."""
+    try:
+        return max(2, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(2, os.cpu_count() or 2)
+
+
 def airflow_environ(settings: Settings) -> dict[str, str]:
     home = settings.airflow_home
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # a writer waits up to 60 s for SQLite's lock (the scheduler, the CLI and the task API all write)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+        # LocalExecutor's worker processes: one per core (Airflow's default, 32, swamps a small box)
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", str(_cores())),
+        # parsing the DAG runs cosmos's `dbt ls` (cached after the first): 30 s is not enough on a busy box
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "False",
         **settings.as_env(),
@@ -88,14 +103,127 @@ class _InfoToAirflow(logging.Handler):
                 handler.handle(record)
 
 
+_FOREIGN_DEPRECATIONS = (
+    r"Using Variable\.get from `airflow\.models` is deprecated",  # cosmos's dbt ls cache
+    r"The `airflow\.utils\.operator_helpers\.determine_kwargs` attribute is deprecated",  # standard provider
+)
+
+
+class _CosmosNoise(logging.Filter):
+    """Drops cosmos's line per dbt node it has no task for (``Unavailable conversion function for
+    <…UNIT_TEST>`` or ``<…EXPOSURE>``: the producer's ``dbt build`` runs the unit tests, exposures
+    only document), printed each time a task process parses the DAG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unavailable conversion function for <")
+
+
 def task_logging(*names: str, level: int = logging.INFO) -> None:
-    """Tandem's loggers (and ``names``) at ``level`` in the task logs, whatever Airflow's level
-    (idempotent)."""
+    """Tandem's loggers (and ``names``) at ``level`` in the task logs, whatever Airflow's level, and
+    cosmos's per-parse noise filtered out (idempotent)."""
     for name in TANDEM_LOGGERS + names:
         logger = logging.getLogger(name)
         logger.setLevel(level)
         if not any(isinstance(h, _InfoToAirflow) for h in logger.handlers):
             logger.addHandler(_InfoToAirflow())
+    graph = logging.getLogger("cosmos.airflow.graph")
+    if not any(isinstance(f, _CosmosNoise) for f in graph.filters):
+        graph.addFilter(_CosmosNoise())
+    # deprecations inside cosmos and Airflow's own providers, not Tandem's to fix: a line per parse
+    for message in _FOREIGN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+# ----------------------------------------------------------------------------- nights in date order
+
+EARLIER_NIGHTS = 62  # a night waits for the scheduled or backfill runs of this many days before it
+
+
+def earlier_nights_active(dag_id: str, ds: date, business_tz: str, own: datetime | None = None) -> int:
+    """How many other runs of ``dag_id`` for ``ds`` or the days before it are queued or running,
+    found by the logical dates the timetable gives them (02:00 the next day: scheduled and backfill
+    runs; ``own`` is the asking run's logical date, not counted). Only callable inside a running task
+    (Airflow's execution API)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from mtl_model.dates import logical_date_for
+
+    dates = [logical_date_for(ds - timedelta(days=k), business_tz) for k in range(EARLIER_NIGHTS + 1)]
+    if own is not None:
+        dates = [d for d in dates if d != own]
+    return RuntimeTaskInstance.get_dr_count(dag_id=dag_id, logical_dates=dates, states=["queued", "running"])
+
+
+def night_wait_reason(
+    settings: Settings, dag_id: str, ds: date, own: datetime | None = None
+) -> tuple[str, str] | None:
+    """Why the night of ``ds`` cannot start yet, as (kind, one line), or None when it can: another
+    night of ``ds`` (a scheduled or backfill run: a manual rerun waits for it) or an earlier night still
+    queued or running (``earlier``: nights run in date order, each on the warehouse,
+    model registry and published tables the nights before it left, whatever number of runs Airflow
+    starts at once, e.g. a backfill's 10), else the day not landed (``landing``: preflight's line)."""
+    from mtl_model.pipeline.preflight import Refused, check_landed
+
+    active = earlier_nights_active(dag_id, ds, settings.business_tz, own)
+    if active:
+        return "earlier", f"ds={ds}: waiting for {active} night(s) of this day or earlier (queued or running)"
+    try:
+        check_landed(settings, ds)
+    except Refused as exc:
+        return "landing", str(exc)
+    return None
+
+
+def resolve_night(settings: Settings, ctx: Any) -> Any:
+    """The first task of a night (a rescheduled sensor): the run date from the run conf, else the
+    logical date, else ``run_after``; done (the ds as its XCom) once :func:`night_wait_reason` has
+    nothing to say. Waiting for an earlier night is logged at each look; a day not landed within
+    ``landing_wait_hours`` of the run's start skips the night with the reason (nothing else runs)."""
+    from airflow.sdk import PokeReturnValue
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mtl_model.dates import resolve_run_date
+
+    run = ctx["dag_run"]
+    given = {"ds": ctx["params"].get("ds") or (run.conf or {}).get("ds")}
+    ds = resolve_run_date(given, ctx.get("logical_date"), run.run_after, settings.business_tz)
+    wait = night_wait_reason(settings, DAG_ID, ds, ctx.get("logical_date"))
+    if wait is None:
+        logging.getLogger(__name__).info("ds=%s: run %s processes this day", ds, run.run_id)
+        return PokeReturnValue(is_done=True, xcom_value=ds.isoformat())
+    kind, reason = wait
+    now = datetime.now(UTC)
+    waited = now - (run.start_date or now)
+    if kind == "landing" and waited.total_seconds() >= settings.landing_wait_hours * 3600:
+        raise AirflowSkipException(f"{reason} (waited {str(waited).split('.')[0]}: skipped, nothing run)")
+    logging.getLogger(__name__).info("%s; next look in %ss", reason, settings.wait_poke_seconds)
+    return PokeReturnValue(is_done=False)
+
+
+def cosmos_sensors_in_place() -> None:
+    """Let cosmos's watcher sensors finish without deferring (``deferrable=False`` in the DAG).
+
+    A deferred sensor's trigger fires at once when the build has ended, and Airflow 3.3's scheduler
+    can then fail the resumed attempt (``finished with state success, but the task instance's state
+    attribute is queued``: both attempts share a key). Poking in place avoids it, but cosmos's poke,
+    unlike its trigger, never ends for a node the successful build reported nothing about (a test
+    detached from its two parents): it keeps waiting. This makes the poke end as the trigger does
+    (success, "node not run"). Idempotent."""
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+    from cosmos.operators._watcher.state import ProducerTaskState
+
+    original = BaseConsumerSensor._handle_no_dbt_node_status
+    if getattr(original, "_tandem", False):
+        return
+
+    def handle(self: Any, producer_task_state: str | None, try_number: int, context: Any) -> bool:
+        if producer_task_state == ProducerTaskState.SUCCESS:
+            self.log.info("the dbt build succeeded without a status for %s: not run", self.model_unique_id)
+            return True
+        return original(self, producer_task_state, try_number, context)
+
+    handle._tandem = True  # type: ignore[attr-defined]
+    BaseConsumerSensor._handle_no_dbt_node_status = handle  # type: ignore[method-assign]
 
 
 def published_assets(settings: Settings) -> dict[str, Any]:
@@ -393,7 +521,15 @@ def run_day(settings: Settings, ds: date, progress: Progress | None = None) -> d
 
 
 def format_durations(durations: dict[str, float]) -> str:
-    """One line: the dbt task group summed, then every other task, e.g. ``dbt 21s, check 3s, …``."""
+    """One line in start order, the dbt task group summed where it started, e.g.
+    ``check_landing 1s, dbt 21s, check 3s, …`` (``resolve_ds`` left out)."""
     dbt = sum(s for t, s in durations.items() if t.startswith("dbt."))
-    rest = [(t, s) for t, s in durations.items() if not t.startswith("dbt.") and t != "resolve_ds"]
-    return ", ".join(f"{t} {s:.0f}s" for t, s in [("dbt", dbt), *rest])
+    parts: list[str] = []
+    for task_id in durations:
+        if task_id.startswith("dbt."):
+            if "dbt" not in parts:
+                parts.append("dbt")
+        elif task_id != "resolve_ds":
+            parts.append(task_id)
+    spent = {"dbt": dbt, **durations}
+    return ", ".join(f"{t} {spent[t]:.0f}s" for t in parts)

@@ -4,6 +4,7 @@
   tandem ingest --format rees46 events.csv          land a public dataset (see docs/datasets.md)
   tandem run --ds 2026-11-14                        run the nightly DAG for one day (dag.test)
   tandem backfill --start 2026-11-12 --end 2026-11-14   the same, for each day in order
+  tandem backfill --start … --end … --scheduler     the same days as an Airflow backfill (scheduler)
   tandem show                                       row counts of the published tables
   tandem airflow scheduler                          any Airflow command, with Tandem's embedded config
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -121,17 +123,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+BAR_WIDTH = 30
+
+
 def _progress(console: IO[str]) -> Callable[[Any], None]:
-    """One line per finished task, on the terminal the command was started from."""
+    """One line per finished task, on the terminal the command was started from; on an interactive
+    terminal a progress bar under them too (tasks done of the night's, time so far), redrawn in place
+    and cleared when the night ends. Logs and pipes get the lines only."""
+    interactive = console.isatty()
+    started = time.perf_counter()
 
     def show(done: Any) -> None:
         width = len(str(done.total))
-        console.write(
-            f"  [{done.done:>{width}}/{done.total}] {done.state:<7} {done.task_id} ({done.seconds:.1f}s)\n"
-        )
+        clear = "\r\x1b[K" if interactive else ""
+        count = f"{done.done:>{width}}/{done.total}"
+        console.write(f"{clear}  [{count}] {done.state:<7} {done.task_id} ({done.seconds:.1f}s)\n")
+        if interactive and done.done < done.total:
+            filled = BAR_WIDTH * done.done // max(done.total, 1)
+            elapsed = time.perf_counter() - started
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            console.write(f"  [{bar}] {done.done}/{done.total} tasks, {elapsed:.0f}s")
         console.flush()
 
     return show
+
+
+def _clear_bar(console: IO[str]) -> None:
+    """Take the progress bar (if any) off an interactive terminal."""
+    if console.isatty():
+        console.write("\r\x1b[K")
+        console.flush()
 
 
 def _nights(prog: str, days: list[date]) -> int:
@@ -156,11 +177,13 @@ def _nights(prog: str, days: list[date]) -> int:
             try:
                 durations = run_day(settings, ds, progress=_progress(console))
             except NightFailed as failed:
+                _clear_bar(console)
                 for line in failed.lines(prog):
                     print(line, file=sys.stderr)
                 if days[i + 1 :]:
                     print(f"  not run: {len(days) - i - 1} later day(s) from {days[i + 1]}", file=sys.stderr)
                 return EXIT_FAILED
+            _clear_bar(console)
             seconds = time.perf_counter() - started
             print(f"{prog} ds={ds}: success in {seconds:.0f}s ({format_durations(durations)})", flush=True)
     return EXIT_OK
@@ -174,7 +197,43 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.end < args.start:
         raise Refused(f"--end {args.end} is before --start {args.start}")
     days = [args.start + timedelta(days=k) for k in range((args.end - args.start).days + 1)]
+    if args.scheduler:
+        return _scheduler_backfill(days)
     return _nights("tandem backfill", days)
+
+
+BACKFILL_ATTEMPTS = 5
+
+
+def scheduler_backfill_args(days: list[date], business_tz: str) -> list[str]:
+    """``airflow backfill create`` for exactly ``days``: from the logical date of the first day's
+    run to the last's (02:00 the day after each, in the business time zone; both ends included)."""
+    from mtl_model.dates import logical_date_for
+    from mtl_model.pipeline.airflow_env import DAG_ID
+
+    first, last = (logical_date_for(d, business_tz).isoformat() for d in (days[0], days[-1]))
+    return ["backfill", "create", "--dag-id", DAG_ID, "--from-date", first, "--to-date", last]
+
+
+def _scheduler_backfill(days: list[date]) -> int:
+    """Queue ``days`` as an Airflow backfill (Airflow's defaults otherwise); the scheduler runs them,
+    each night after the nights before it (the first task waits)."""
+    settings = load_settings()
+    check_nights(settings, days)
+    command = scheduler_backfill_args(days, settings.business_tz)
+    print(f"tandem backfill: airflow {' '.join(command)}  (ds {days[0]}..{days[-1]})", flush=True)
+    from mtl_model.pipeline.airflow_env import ensure_ready
+
+    ensure_ready(settings)
+    for attempt in range(BACKFILL_ATTEMPTS):  # SQLite answers "locked" at once to a write it would deadlock
+        done = subprocess.run([sys.executable, "-m", "airflow", *command], capture_output=True, text=True)
+        sys.stdout.write(done.stdout)
+        if done.returncode == 0 or "database is locked" not in done.stderr + done.stdout:
+            sys.stderr.write(done.stderr)
+            return EXIT_OK if done.returncode == 0 else EXIT_FAILED
+        print(f"tandem backfill: the metadata DB is busy; again in {2 * (attempt + 1)}s", file=sys.stderr)
+        time.sleep(2 * (attempt + 1))
+    return EXIT_FAILED
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -229,6 +288,12 @@ Runs in this process do not retry a failed task."""
     )
     p.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", type=_date, required=True, help="last day (included), YYYY-MM-DD")
+    p.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="queue the days as an Airflow backfill for the running scheduler (airflow backfill create) "
+        "instead of running them in this process",
+    )
     p.set_defaults(func=cmd_backfill)
 
 
@@ -287,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Bad usage (a flag, a setting, a refused night) is one line, exit status 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["airflow"]:  # everything after it is Airflow's, `--help` included
+        args = argparse.Namespace(command="airflow", func=cmd_airflow, airflow_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SettingsError as exc:

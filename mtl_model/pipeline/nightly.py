@@ -92,6 +92,25 @@ def check_landing(run_date: str) -> dict:
 
 
 @timed
+def dbt_build(run_date: str) -> dict:
+    """The night's ``dbt build`` as one task (``TANDEM_DBT_TASKS=build``): what cosmos's watcher
+    producer runs, without a sensor task per model and test. dbt's output goes to the task log; a
+    failed build raises with its exit status (the log's ``Runtime Error in model …`` says why)."""
+    import os
+    import subprocess
+
+    from mtl_model.pipeline.dbt import dbt_command
+
+    settings = load_settings()
+    target = settings.home / "dbt_target" / "nightly"
+    command = dbt_command("build", target=target, settings=settings, run_date=_day(run_date))
+    done = subprocess.run(command, env={**os.environ, **settings.as_env()}, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"dbt build for ds={run_date} failed, exit {done.returncode} (output above)")
+    return {"dbt": "build", "target": str(target)}
+
+
+@timed
 def check(run_date: str) -> dict:
     """Great Expectations on the day's tables: a failed error raises (the night stops); the summary
     counts ``expectations``, ``failed`` and, of those, ``errors`` (0 here) and ``warnings``."""

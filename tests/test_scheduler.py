@@ -1,0 +1,319 @@
+"""The nightly DAG under the real Airflow 3.3 processes, and the export that reads its own day.
+
+`test_backfill_under_the_scheduler_equals_nightly_runs` starts the api-server (the task processes'
+execution API), the scheduler (LocalExecutor) and the dag-processor (no triggerer: no task defers) on
+the embedded SQLite metadata DB of a tiny simulated home whose later day
+(2026-03-05) already ran, unpauses the DAG, queues the documented backfill of 3 earlier days
+(`tandem backfill --scheduler`: Airflow's default backfill settings, 10 active runs) and a manual
+rerun of the last of them (`dags trigger --conf '{"ds": ...}'`), waits for them, and compares every
+published table with `tandem backfill` (in process, date order) on a copy of the same landing zone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack, suppress
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from mtl_model.outputs.warehouse import OUTPUT_TABLES, export_day
+from mtl_model.pipeline.cli import scheduler_backfill_args
+from tests.conftest import BUILT_DS, dbt_build, tandem_cli, tandem_env, tandem_settings
+
+DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+LATER = date(2026, 3, 5)
+RERUN = DAYS[-1]
+DEADLINE_S = 1500  # bounded wait for the 4 runs (about 4 minutes on an idle 2-core machine)
+
+
+def _published(home: Path, days: list[date]) -> dict[str, list[tuple]]:
+    tables = {}
+    for table in OUTPUT_TABLES:
+        for ds in days:
+            frame = pl.read_parquet(home / "published" / table / f"ds={ds}" / "part-0.parquet")
+            tables[f"{table}/ds={ds}"] = frame.sort(frame.columns).rows()
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        for table in OUTPUT_TABLES:  # the warehouse copy: one set of rows per day, however often run
+            tables[f"warehouse/{table}"] = con.execute(
+                f"select ds, count(*) from {table} where ds between ? and ? group by ds order by ds",
+                [days[0], days[-1]],
+            ).fetchall()
+    return tables
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metadata(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read Airflow's SQLite metadata DB (read-only; retried while a writer holds it)."""
+    for _ in range(20):
+        try:
+            uri = f"file:{home / 'airflow' / 'airflow.db'}?mode=ro"
+            with sqlite3.connect(uri, uri=True, timeout=10) as con:
+                return con.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            last = exc
+            time.sleep(0.5)
+    raise last
+
+
+def _wait(what: str, check, deadline: float, procs: dict[str, subprocess.Popen], logs: Path):
+    while time.monotonic() < deadline:
+        if (got := check()) is not None:
+            return got
+        dead = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
+        if dead:
+            tails = {n: (logs / f"{n}.log").read_text(errors="replace")[-2000:] for n in dead}
+            pytest.fail(f"{what}: Airflow process(es) exited {dead}: {tails}")
+        time.sleep(2)
+    pytest.fail(f"{what}: not done within {DEADLINE_S}s")
+
+
+def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
+    out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "mtl_model.pipeline.cli", "airflow", *args],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped with every child it starts
+    )
+
+
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+    for p in procs.values():  # whatever a process group still holds (task supervisors, dbt)
+        with suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def _runs(home: Path) -> dict[str, dict]:
+    rows = _metadata(
+        home,
+        "select run_id, state, run_type, conf, start_date, end_date from dag_run "
+        "where dag_id = 'tandem_nightly'",
+    )
+    runs = {}
+    for run_id, state, run_type, conf, start, end in rows:
+        conf = json.loads(conf) if isinstance(conf, str) and conf.startswith("{") else {}
+        runs[run_id] = {"state": state, "type": run_type, "conf": conf, "start": start, "end": end}
+    return runs
+
+
+def _task_times(home: Path, run_id: str) -> dict[str, tuple[str, str, str]]:
+    rows = _metadata(
+        home,
+        "select task_id, state, start_date, end_date from task_instance "
+        "where dag_id = 'tandem_nightly' and run_id = ?",
+        (run_id,),
+    )
+    return {task: (state, start, end) for task, state, start, end in rows}
+
+
+def _failure(home: Path) -> str | None:
+    rows = _metadata(
+        home,
+        "select run_id, task_id, try_number from task_instance "
+        "where dag_id = 'tandem_nightly' and state in ('failed', 'upstream_failed') order by end_date",
+    )
+    if not rows:
+        return None
+    run_id, task_id, attempt = rows[0]
+    folder = home / "airflow" / "logs" / "dag_id=tandem_nightly" / f"run_id={run_id}" / f"task_id={task_id}"
+    logs = list(folder.glob("*.log"))
+    tail = logs[0].read_text(errors="replace")[-3000:] if logs else "(no log)"
+    return f"{run_id} {task_id} try {attempt} failed: {tail}"
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace(" ", "T"))
+
+
+@pytest.mark.slow
+def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path: Path) -> None:
+    sched, ref, logs = tmp_path / "sched", tmp_path / "ref", tmp_path / "procs"
+    for home in (sched, ref):
+        shutil.copytree(landed / "landing", home / "landing")
+    logs.mkdir()
+    # nightly runs in date order, in process: the reference (in the background meanwhile)
+    with ExitStack() as stack:
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "mtl_model.pipeline.cli", "backfill"]
+            + ["--start", str(DAYS[0]), "--end", str(DAYS[-1])],
+            env=tandem_env(ref),
+            stdout=stack.enter_context(open(logs / "reference.log", "w")),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(lambda: reference.poll() is None and os.killpg(reference.pid, signal.SIGKILL))
+        # a later day already ran (in process): its model is in the registry before the backfill
+        later = tandem_cli(sched, "run", "--ds", str(LATER))
+        assert later.returncode == 0, later.stdout[-2000:] + later.stderr[-2000:]
+
+        port = _free_port()
+        settings = tandem_settings(
+            sched,
+            wait_poke_seconds=10,
+            landing_wait_hours=0,
+            task_retries=1,
+            retry_delay_seconds=5,
+            dbt_tasks="build",  # one dbt task: ~45 fewer task processes a night (the reference: cosmos's)
+        )
+        env = tandem_env(
+            sched,
+            settings,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(port),
+            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+        )
+        before = set(_runs(sched))  # the later day's in-process run
+        procs: dict[str, subprocess.Popen] = {}
+        stack.callback(_stop, procs)
+        for name, args in {
+            "api-server": ["api-server", "--port", str(port)],
+            "scheduler": ["scheduler"],
+            "dag-processor": ["dag-processor"],
+        }.items():
+            procs[name] = _start(name, args, env, logs)
+        deadline = time.monotonic() + DEADLINE_S
+
+        def parsed() -> bool | None:
+            rows = _metadata(sched, "select count(*) from serialized_dag where dag_id = 'tandem_nightly'")
+            return True if rows[0][0] else None
+
+        def healthy() -> bool | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5):
+                    return True
+            except OSError:
+                return None
+
+        _wait("dag-processor parses the DAG", parsed, deadline, procs, logs)
+        _wait("api-server answers", healthy, deadline, procs, logs)
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            done = subprocess.run(
+                [sys.executable, "-m", "mtl_model.pipeline.cli", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            return done
+
+        # the documented commands (docs/operators.md): unpause, the backfill, a manual rerun of a day
+        cli("airflow", "dags", "unpause", "tandem_nightly")
+        queued = cli("backfill", "--start", str(DAYS[0]), "--end", str(DAYS[-1]), "--scheduler")
+        assert " ".join(scheduler_backfill_args(DAYS, "UTC")) in queued.stdout
+        cli("airflow", "dags", "trigger", "tandem_nightly", "--conf", json.dumps({"ds": str(RERUN)}))
+
+        def finished() -> dict | None:
+            if (failed := _failure(sched)) is not None:
+                pytest.fail(failed)
+            runs = {r: v for r, v in _runs(sched).items() if r not in before}
+            mine = {r: v for r, v in runs.items() if v["type"] in ("backfill", "manual")}
+            mine = {r: v for r, v in mine.items() if v["type"] == "backfill" or v["conf"].get("ds")}
+            done = len(mine) == len(DAYS) + 1 and all(v["state"] == "success" for v in mine.values())
+            return runs if done else None
+
+        runs = _wait("the backfill and the rerun succeed", finished, deadline, procs, logs)
+        _stop(procs)
+        assert reference.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
+            logs / "reference.log"
+        ).read_text()[-3000:]
+
+    # the backfill ran exactly DAYS, each run's first task resolved its day
+    backfill = {r: v for r, v in runs.items() if v["type"] == "backfill"}
+    by_ds = {}
+    for run_id in [*backfill, *(r for r, v in runs.items() if v["type"] == "manual" and v["conf"])]:
+        ds = _metadata(
+            sched,
+            "select value from xcom where dag_id = 'tandem_nightly' and run_id = ? "
+            "and task_id = 'resolve_ds' and key = 'return_value'",
+            (run_id,),
+        )
+        by_ds[run_id] = json.loads(ds[0][0]) if isinstance(ds[0][0], str) else ds[0][0]
+    assert sorted(by_ds[r] for r in backfill) == [str(d) for d in DAYS]
+    # unpausing queued the run of yesterday (not landed): skipped with the reason, not failed
+    [scheduled] = [r for r, v in runs.items() if v["type"] == "scheduled"]
+    assert _task_times(sched, scheduled)["resolve_ds"][0] == "skipped"
+    # the nights ran one at a time, in date order, the manual rerun of RERUN after its backfill run:
+    # from the end of each run's first task (its wait) to the end of its run, no two overlap
+    spans = sorted(
+        (_ts(_task_times(sched, r)["resolve_ds"][2]), _ts(runs[r]["end"]), by_ds[r], runs[r]["type"])
+        for r in by_ds
+    )
+    assert [(ds, kind) for _, _, ds, kind in spans] == [
+        *((str(d), "backfill") for d in DAYS),
+        (str(RERUN), "manual"),
+    ]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
+    # every published table equals the nightly runs' (the rerun replaced its day, nothing doubled)
+    got, want = _published(sched, DAYS), _published(ref, DAYS)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == want[key], key
+
+
+def test_export_reads_its_own_day_whichever_build_ran_last(built_home: Path, tmp_path: Path) -> None:
+    """The export of day D after dbt built D + 1 equals the export of D right after D's own build."""
+    settings = tandem_settings(built_home)
+    earlier = BUILT_DS - timedelta(days=1)
+    own = export_day(settings, BUILT_DS)
+    first = {p.name: pl.read_parquet(p) for p in settings.export_dir(BUILT_DS).glob("*.parquet")}
+    built = dbt_build(built_home, BUILT_DS + timedelta(days=1))  # another night's build ran since
+    assert built.returncode == 0, built.stdout[-3000:]
+    again = export_day(settings, BUILT_DS)
+    assert again == own
+    for name, frame in first.items():
+        assert pl.read_parquet(settings.export_dir(BUILT_DS) / name).equals(frame), name
+    # and a day whose marts were never built is refused in one line, not exported from another day
+    with pytest.raises(RuntimeError, match=f"ds={earlier - timedelta(days=30)}: the warehouse has no"):
+        export_day(settings, earlier - timedelta(days=30))
+
+
+def test_scheduler_backfill_covers_exactly_the_days() -> None:
+    """`tandem backfill --scheduler` names the logical dates of the first and the last day's runs
+    (02:00 the next day in the business time zone; Airflow includes both ends)."""
+    args = scheduler_backfill_args(DAYS, "UTC")
+    assert args[args.index("--from-date") + 1] == "2026-03-03T02:00:00+00:00"
+    assert args[args.index("--to-date") + 1] == "2026-03-05T02:00:00+00:00"
+    tokyo = scheduler_backfill_args([date(2026, 7, 1)], "Asia/Tokyo")
+    assert tokyo[tokyo.index("--from-date") + 1] == tokyo[tokyo.index("--to-date") + 1]
+    assert tokyo[tokyo.index("--to-date") + 1] == "2026-07-02T02:00:00+09:00"
+
+
+def test_tandem_airflow_passes_help_through(tmp_path: Path) -> None:
+    done = tandem_cli(tmp_path, "airflow", "--help", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Usage: airflow" in done.stdout and "backfill" in done.stdout
