@@ -12,7 +12,7 @@ from tests.conftest import tandem_env
 
 PROBE = r"""
 import copy, json, sys
-from mtl_model.pipeline.airflow_env import ensure_ready
+from mtl_model.pipeline.airflow_env import _task_instances, ensure_ready
 from mtl_model.config import DAGS_DIR, load_settings
 # a migrated metadata DB and the pool, as in any deployment (cosmos caches dbt ls there)
 ensure_ready(load_settings())
@@ -36,7 +36,7 @@ analyst = bag.dags["tandem_analyst_example"]
 callbacks, DAYS = dag.on_failure_callback, ["", "2026-03-04", "2026-13-01", "yesterday"]
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dbt_vars": dbt_vars,
                   "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
-                  "tasks": tasks, "torch_at_parse": "torch" in sys.modules,
+                  "tasks": tasks, "torch_at_parse": "torch" in sys.modules, "instances": _task_instances(dag),
                   "ds_param": dag.params.get_param("ds").schema,
                   "accepts": {c: accepts(c and {"ds": c}) for c in DAYS},
                   "on_failure": [f"{type(c).__name__}:{getattr(c, '__name__', '')}" for c in callbacks],
@@ -276,3 +276,4 @@ def test_one_dbt_task_and_scoring_in_slices_when_asked(tmp_path: Path) -> None:
     assert tasks["score"]["upstream"] == ["resolve_ds", "score_part", "train"]
     assert tasks["score_part"]["queue"] == tasks["score"]["queue"] == tasks["train"]["queue"]
     assert "score" in tasks["publish"]["upstream"]
+    assert info["instances"] == len(tasks) + 2  # what `tandem run` counts: the 3 slices of score_part

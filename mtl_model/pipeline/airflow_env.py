@@ -458,6 +458,18 @@ def _producer_first(dag: Any) -> None:
             task.set_upstream(dag.get_task(producer))
 
 
+def _task_instances(dag: Any) -> int:
+    """How many task instances a run of ``dag`` has: a task mapped over a literal list counts once per
+    element (``TANDEM_SCORE_PARTS``), every other task once."""
+    total = 0
+    for task in dag.tasks:
+        spec = getattr(task, "_get_specified_expand_input", None)  # a MappedOperator's expand(...)
+        mapped = getattr(spec(), "value", None) if callable(spec) else None
+        lengths = [len(v) for v in mapped.values() if isinstance(v, list)] if isinstance(mapped, dict) else []
+        total += max(lengths, default=1)
+    return total
+
+
 def _load_dag(dag_id: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -490,7 +502,7 @@ def run_dag(
 
             dag = _load_dag(dag_id)
             _producer_first(dag)
-            listener.total = len(dag.tasks)
+            listener.total = _task_instances(dag)
             manager = get_listener_manager()
             manager.add_listener(listener)
             try:
