@@ -38,17 +38,21 @@ def print_summary(settings: Settings, ds: date | None = None) -> None:
             con.sql(
                 "select rank, item_id, round(score, 4) as score, round(p_click, 4) as p_click, "
                 "round(p_purchase, 4) as p_purchase, scene, model_version from recommendations "
-                f"where ds = '{ds}' and user_id = '{user[0]}' order by rank limit 5"
+                "where ds = ? and user_id = ? order by rank limit 5",
+                params=[ds, user[0]],
             ).show()
         print(f"Top anomalies on {ds}:")
         con.sql(
-            f"select rank, entity_type, entity_id, round(score, 1) as score, reasons from anomalies "
-            f"where ds = '{ds}' order by rank limit 5"
+            "select rank, entity_type, entity_id, round(score, 1) as score, reasons from anomalies "
+            "where ds = ? order by rank limit 5",
+            params=[ds],
         ).show(max_width=160)
         print("Model metrics (split test: held out from every choice; validation: picked the epoch):")
         con.sql(
-            f"select split, task, metric, round(value, 4) as value from model_metrics where ds = '{ds}' "
-            "and metric in ('auc', 'auc_se', 'n_pos', 'auc_views', 'logloss') order by split, task, metric"
+            "select split, task, metric, round(value, 4) as value from model_metrics where ds = ? "
+            "and metric in ('auc', 'auc_se', 'n_pos', 'auc_views', 'logloss') "
+            "order by split = 'validation', split, task, metric",  # the test split first
+            params=[ds],
         ).show()
     py = ".venv/bin/python"
     print("Query the published tables yourself (read-only, safe while the next night runs):")
