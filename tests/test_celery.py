@@ -13,7 +13,6 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from datetime import date
@@ -21,8 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tandem_env, tandem_settings
-from tests.test_scheduler import _failure, _free_port, _metadata, _runs, _start, _stop, _wait
+from tests.conftest import tandem_settings
+from tests.test_scheduler import (
+    _airflow_env,
+    _failure,
+    _free_port,
+    _metadata,
+    _runs,
+    _start,
+    _start_airflow,
+    _stop,
+    _tandem,
+    _wait,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,31 +61,18 @@ def test_train_and_score_run_on_the_gpu_worker(landed: Path, tmp_path: Path) -> 
         task_retries=1,
         retry_delay_seconds=5,
     )
-    env = tandem_env(
+    env = _airflow_env(
         home,
         settings,
+        port,
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__CELERY__BROKER_URL=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
         AIRFLOW__CELERY__RESULT_BACKEND=f"db+sqlite:///{tmp_path / 'results.db'}",
         AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
-        AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
     )
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "mtl_model.pipeline.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        return done
+        return _tandem(env, *args)
 
     # the broker's and the result backend's tables, made once here: processes that all make them at
     # start collide on SQLite ("table … already exists")
@@ -90,12 +87,7 @@ def test_train_and_score_run_on_the_gpu_worker(landed: Path, tmp_path: Path) -> 
         procs: dict[str, subprocess.Popen] = {}
         stack.callback(_stop, procs)
         worker = ["celery", "worker", "--concurrency", "1", "--without-gossip", "--without-mingle", "-s"]
-        for name, args in {
-            "api-server": ["api-server", "--port", str(port)],
-            "scheduler": ["scheduler"],
-            "dag-processor": ["dag-processor"],
-        }.items():
-            procs[name] = _start(name, args, env, logs)
+        _start_airflow(procs, env, port, logs)
         deadline = time.monotonic() + DEADLINE_S
         info = {**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}  # each logs the workload it executes
         for queue in ("default", "gpu"):

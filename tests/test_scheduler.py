@@ -73,10 +73,29 @@ def _metadata(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
     raise last
 
 
+RESTARTS = 1  # a crashed scheduler is started again once, as an operator's supervisor would
+
+
 def _wait(what: str, check, deadline: float, procs: dict[str, subprocess.Popen], logs: Path):
+    """Poll ``check`` until it returns a value; fail when an Airflow process exits. The scheduler
+    only is restarted (``RESTARTS``): Airflow 3.3's scheduler loop has been seen to exit once on
+    SQLite under load (``ObjectDeletedError: Instance '<DagRun …>' has been deleted``, while another
+    scheduler test ran on the same machine); its log is kept as ``scheduler.crashed-<k>.log``."""
     while time.monotonic() < deadline:
         if (got := check()) is not None:
             return got
+        scheduler = procs.get("scheduler")
+        if (
+            scheduler is not None
+            and scheduler.poll() is not None
+            and getattr(scheduler, "restarts", 0) < RESTARTS
+        ):
+            restarts = getattr(scheduler, "restarts", 0) + 1
+            (logs / "scheduler.log").rename(logs / f"scheduler.crashed-{restarts}.log")
+            procs["scheduler"] = _start("scheduler", ["scheduler"], scheduler.tandem_env, logs)
+            procs["scheduler"].restarts = restarts
+            print(f"{what}: the scheduler exited {scheduler.returncode}; started again ({restarts})")
+            continue
         dead = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
         if dead:
             tails = {n: (logs / f"{n}.log").read_text(errors="replace")[-2000:] for n in dead}
@@ -87,13 +106,25 @@ def _wait(what: str, check, deadline: float, procs: dict[str, subprocess.Popen],
 
 def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "mtl_model.pipeline.cli", "airflow", *args],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: stopped with every child it starts
     )
+    process.tandem_env = env  # what a restart needs
+    return process
+
+
+def _start_airflow(procs: dict[str, subprocess.Popen], env: dict[str, str], port: int, logs: Path) -> None:
+    """The api-server on ``port``, the scheduler and the dag-processor (no triggerer: nothing defers)."""
+    for name, args in {
+        "api-server": ["api-server", "--port", str(port)],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+    }.items():
+        procs[name] = _start(name, args, env, logs)
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
@@ -109,6 +140,36 @@ def _stop(procs: dict[str, subprocess.Popen]) -> None:
     for p in procs.values():  # whatever a process group still holds (task supervisors, dbt)
         with suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def _airflow_env(home: Path, settings, port: int, **extra: str) -> dict[str, str]:
+    """The environment of the Airflow processes of a test: the api-server on ``port`` (the task
+    processes' execution API) on loopback, ``extra`` on top (the executor, …)."""
+    return tandem_env(
+        home,
+        settings,
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),  # not 8793: another test's may hold it
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        **extra,
+    )
+
+
+def _tandem(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``tandem <args>`` in ``env``; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mtl_model.pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
 
 
 def _runs(home: Path) -> dict[str, dict]:
@@ -183,27 +244,17 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
             retry_delay_seconds=5,
             dbt_tasks="build",  # one dbt task: ~45 fewer task processes a night (the reference: cosmos's)
         )
-        env = tandem_env(
+        env = _airflow_env(
             sched,
             settings,
+            port,
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__API__HOST="127.0.0.1",
-            AIRFLOW__API__PORT=str(port),
-            AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
         )
         before = set(_runs(sched))  # the later day's in-process run
         procs: dict[str, subprocess.Popen] = {}
         stack.callback(_stop, procs)
-        for name, args in {
-            "api-server": ["api-server", "--port", str(port)],
-            "scheduler": ["scheduler"],
-            "dag-processor": ["dag-processor"],
-        }.items():
-            procs[name] = _start(name, args, env, logs)
+        _start_airflow(procs, env, port, logs)
         deadline = time.monotonic() + DEADLINE_S
 
         def parsed() -> bool | None:
@@ -221,15 +272,7 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
         _wait("api-server answers", healthy, deadline, procs, logs)
 
         def cli(*args: str) -> subprocess.CompletedProcess:
-            done = subprocess.run(
-                [sys.executable, "-m", "mtl_model.pipeline.cli", *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-            return done
+            return _tandem(env, *args)
 
         # the documented commands (docs/operators.md): unpause, the backfill, a manual rerun of a day
         cli("airflow", "dags", "unpause", "tandem_nightly")
