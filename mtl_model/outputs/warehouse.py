@@ -50,10 +50,6 @@ EXPORTS = {
 WAREHOUSE_OUTPUTS = {"rec_feedback": "rec_feedback_day"}  # output name → dbt model
 # published tables, in load order; each is outputs/ds=D/<table>.parquet with a `ds` column
 OUTPUT_TABLES = ("data_checks", "model_metrics", "recommendations", "anomalies", "rec_feedback")
-# a superseded generation of a published day is deleted once the current one is this old: a session
-# that opened the catalog before the switch can still read the files it was bound to. The setting
-# `publish_grace_hours` (when Settings has it) overrides it.
-GENERATION_GRACE_S = 24 * 3600.0
 CURRENT = "current"  # .generations/ds=D/current -> the generation readers see
 EMPTY = "empty"  # the generation of a day before its first publish: no table has the day
 FILE_MODE, DIR_MODE = 0o444, 0o555  # what is published is read-only
