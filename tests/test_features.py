@@ -207,3 +207,22 @@ def test_format_1_encoders_still_load(train_rows: pl.DataFrame) -> None:
     data["format"] = 99
     with pytest.raises(ValueError, match="unsupported encoders format 99"):
         Encoders.from_dict(data)
+
+
+def test_a_column_constant_in_training_is_zero_at_scoring(train_rows: pl.DataFrame) -> None:
+    """A first night's features are built on an empty history (all 0); the next day's are not. The
+    network never saw such a column vary, so every value of it must encode to the 0 it trained on."""
+    rows = train_rows.with_columns(pl.Series("f_u_clicks_7d", [0] * 6, dtype=pl.Int64))
+    enc = Encoders.fit(rows)
+    stats = enc.numeric["f_u_clicks_7d"]
+    assert stats.constant and stats.std == 1.0
+    assert not enc.numeric["price"].constant
+    later = rows.with_columns(pl.Series("f_u_clicks_7d", [0, 5, 40, 1, 0, 900], dtype=pl.Int64))
+    col = enc.spec.numeric.index("f_u_clicks_7d")
+    _, num = enc.encode(later)
+    assert torch.equal(num[:, col], torch.zeros(6))
+    assert torch.equal(num[:, :col], enc.encode(rows)[1][:, :col])  # the other columns as before
+    assert Encoders.from_json(enc.to_json()).numeric["f_u_clicks_7d"].constant
+    data = enc.to_dict()
+    del data["numeric"]["f_u_clicks_7d"]["constant"]  # an encoder saved before the flag
+    assert not Encoders.from_dict(data).numeric["f_u_clicks_7d"].constant

@@ -174,6 +174,9 @@ class NumericStats:
     median: float
     mean: float
     std: float
+    # one value on every training row: encoded as 0 everywhere (see Encoders._numeric_exprs); False in
+    # encoders saved before the flag existed
+    constant: bool = False
 
 
 def _column(df: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Expr:
@@ -291,7 +294,8 @@ class Encoders:
             filled = values.fill_null(median).fill_nan(median)
             mean = float(filled.mean()) if len(filled) else 0.0
             std = float(filled.std(ddof=0)) if len(filled) else 1.0
-            numeric[name] = NumericStats(median=median, mean=mean, std=std if std > 1e-12 else 1.0)
+            constant = std <= 1e-12
+            numeric[name] = NumericStats(median, mean, 1.0 if constant else std, constant)
         return cls(spec=spec, vocabs=vocabs, numeric=numeric, hashed=hashed)
 
     @property
@@ -380,9 +384,17 @@ class Encoders:
         return exprs + self._history_exprs(df)
 
     def _numeric_exprs(self, df: pl.DataFrame) -> list[pl.Expr]:
+        """Standardised columns. A column that was constant over the training rows is 0 on every row:
+        the network never saw it vary, so its input weights kept their random initialisation, and
+        any other value (a first night's features, built on an empty history, scored against a day
+        with history) would move the scores by those random weights. On the REES46 sample's second day
+        this turned every task's AUC below 0.5 (docs/benchmarks.md)."""
         exprs: list[pl.Expr] = []
         for name in self.spec.numeric:
             stats = self.numeric[name]
+            if stats.constant:
+                exprs.append(pl.lit(0.0, pl.Float32()).alias(f"num_{name}"))
+                continue
             value = _numeric_expr(df, name, self.spec).fill_null(stats.median).fill_nan(stats.median)
             exprs.append(((value - stats.mean) / stats.std).cast(pl.Float32()).alias(f"num_{name}"))
         return exprs
