@@ -25,8 +25,11 @@ when H has them, for the ceiling row), and every Tandem run trains and registers
   learning rate; each is evaluated after every epoch and keeps its best (Tandem keeps its best epoch
   by early stopping on the same day). ``hist_*`` sequence columns are not used by any model.
 
-Metrics on the validation day: AUC and GAUC per task (:mod:`mtl_model.learn.metrics`, GAUC grouped by
+Metrics on the validation split of day D (the users that ``train()`` picks its epoch on; the test
+split's users are left out, as the peers pick their epochs there too): AUC and GAUC per task (:mod:`mtl_model.learn.metrics`, GAUC grouped by
 ``user_id``), mean ± sample standard deviation over the seeds; ``mean_auc``: the mean over the tasks.
+On a view-only source (the export holds sampled negatives) also ``auc_<task>_views`` and
+``mean_auc_views``: the AUC among real exposures only, where a sampled negative cannot help.
 ``samples/s``: training rows per second of the fastest epoch over all seeds (training steps only; the
 machine is shared, so compare within one table). A peer that fails on the data is caught: its row
 carries the reason. Nothing here asserts anything.
@@ -62,7 +65,7 @@ from mtl_model.config import PATH_DEFAULTS, Settings  # noqa: E402
 from mtl_model.dates import parse_date  # noqa: E402
 from mtl_model.learn.features import Encoders  # noqa: E402
 from mtl_model.learn.options import feature_spec  # noqa: E402
-from mtl_model.learn.samples import SAMPLES_FILE, labels, read_split  # noqa: E402
+from mtl_model.learn.samples import SAMPLES_FILE, labels, read_split, split_test  # noqa: E402
 
 CANDIDATE_TASKS = ("click", "cart", "purchase")
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
@@ -113,6 +116,7 @@ def tasks_with_positives(samples: Path, ds) -> tuple[str, ...]:
 def peer_tensors(settings: Settings, ds, tasks: tuple[str, ...]) -> Tensors:
     """The rows the nightly train step reads (``read_split``), encoded with Tandem's encoders."""
     train_df, valid_df = read_split(settings, ds)
+    valid_df, _ = split_test(valid_df, settings.test_fraction)  # train() selects and reports on this split
     encoders = Encoders.fit(train_df, feature_spec(settings))
     cat_tr, num_tr = encoders.encode(train_df)
     cat_va, num_va = encoders.encode(valid_df)
@@ -175,10 +179,18 @@ def run_tandem(home: Path, ds, arch: str, seed: int, t: Tensors, tasks: tuple[st
     return rows
 
 
+def view_keys(tasks: tuple[str, ...]) -> list[str]:
+    """The columns of the AUCs among real exposures (view-only sources), after the others."""
+    return [*(f"auc_{t}_views" for t in tasks), "mean_auc_views"]
+
+
 def flat(metrics: dict[str, dict[str, float]], tasks: tuple[str, ...]) -> dict[str, float]:
     """task -> {auc, gauc, …} as auc_<task>, gauc_<task>, mean_auc (bench_train.quality's keys)."""
     out = {f"{m}_{t}": metrics[t][m] for t in tasks if t in metrics for m in ("auc", "gauc")}
     out["mean_auc"] = float(np.mean([out.get(f"auc_{t}", math.nan) for t in tasks]))
+    views = {f"auc_{t}_views": metrics[t]["auc_views"] for t in tasks if "auc_views" in metrics.get(t, {})}
+    if views:
+        out |= views | {"mean_auc_views": float(np.nanmean(list(views.values())))}
     return out
 
 
@@ -249,7 +261,7 @@ def summarise(name: str, results: list[dict], tasks: tuple[str, ...]) -> dict:
     row: dict = {"model": name, "seeds": len(ok), "note": "; ".join(notes)}
     speeds = [r["samples_per_s"] for r in ok if "samples_per_s" in r]
     row["samples/s"] = max(speeds) if speeds else None
-    for key in [f"{m}_{t}" for m in ("auc", "gauc") for t in tasks] + ["mean_auc"]:
+    for key in [f"{m}_{t}" for m in ("auc", "gauc") for t in tasks] + ["mean_auc", *view_keys(tasks)]:
         values = np.array([r.get(key, math.nan) for r in ok], dtype=float)
         if values.size == 0:
             continue
@@ -285,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     first = [n for n in runs if n.startswith(("popularity", "truth"))]  # the references, then the models
     rows = [summarise(n, runs[n], tasks) for n in first + [n for n in runs if n not in first]]
     columns = ["model", "samples/s", *(f"auc_{k}" for k in tasks), "mean_auc", *(f"gauc_{k}" for k in tasks)]
+    if any("mean_auc_views" in r for r in rows):  # a view-only source: the AUCs among real views too
+        columns += view_keys(tasks)
     columns += ["seeds", "note"]
     print()
     print(table(rows, columns, markdown=args.markdown))

@@ -58,7 +58,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Tensors, Timer, simulated_samples, table, to_tensors, with_features  # noqa: E402
+from bench.common import (  # noqa: E402
+    Tensors,
+    Timer,
+    real_exposures,
+    simulated_samples,
+    table,
+    to_tensors,
+    with_features,
+)
 from mtl_model.config import Settings  # noqa: E402
 from mtl_model.learn.baselines import popularity_scores  # noqa: E402
 from mtl_model.learn.device import deterministic  # noqa: E402
@@ -73,12 +81,20 @@ LAST_DAY = date(2026, 3, 7)
 
 
 def quality(probs: dict[str, np.ndarray], t: Tensors) -> dict[str, float]:
+    """AUC and GAUC per task and their mean on the validation rows; for a view-only source (rows with
+    ``exposure`` = ``sampled``) also the AUC among real exposures only (``auc_<task>_views``), the
+    metric that the nightly ``model_metrics`` reports first for such sources."""
     labels = t.y_va.numpy()
     out: dict[str, float] = {}
     for i, task in enumerate(t.tasks):
         out[f"auc_{task}"] = auc(labels[:, i], probs[task])
         out[f"gauc_{task}"] = gauc(labels[:, i], probs[task], t.users_va)
     out["mean_auc"] = float(np.mean([out[f"auc_{task}"] for task in t.tasks]))
+    real = real_exposures(t.valid_df)
+    if real is not None:
+        for i, task in enumerate(t.tasks):
+            out[f"auc_{task}_views"] = auc(labels[real, i], probs[task][real])
+        out["mean_auc_views"] = float(np.nanmean([out[f"auc_{task}_views"] for task in t.tasks]))
     return out
 
 
