@@ -1,21 +1,24 @@
 """Does the model hold past its first epoch? The validation score of every epoch, the last-vs-best
 gap, and the night's metrics on the held-out test split, per setting and seed, on fixed exports.
 
-    python bench/bench_epochs.py build --home /tmp/tandem-epochs            # once: simulator + Tianchi
+    python bench/bench_epochs.py build --home /tmp/tandem-epochs   # once: simulator, Tianchi, REES46
     python bench/bench_epochs.py train --home /tmp/tandem-epochs --seeds 42,43 \
         --configs before,after --epochs 3
 
-``build`` makes two homes under ``--home`` and exports one night in each: ``sim`` (the demo's size:
-2,000 users, 1,000 items, 14 days of the simulator) and ``tianchi`` (the real Tianchi mobile sample of
-``../shared/data``, landed with ``tandem ingest``, its last day as the night). ``train`` trains the
+``build`` makes three homes under ``--home`` and exports one night in each: ``sim`` (the demo's size:
+2,000 users, 1,000 items, 14 days of the simulator), ``tianchi`` (the real Tianchi mobile sample of
+``../shared/data``, landed with ``tandem ingest``, its last day as the night) and ``rees46`` (the real
+REES46 sample, its last 20 minutes as the night: see ``REES46_NIGHT``). ``train`` trains the
 nightly way (:func:`mtl_model.learn.train.train`, no references) on those exports with ``patience=0``
 (every epoch runs, so the gap is seen) and prints, per home, configuration and seed: the validation
 mean AUC of each epoch, the best and last epoch, ``gap`` = best − last, and the test split's mean
 AUC and mean AUC among real views. Configurations: ``before`` = no regularisation (weight decay 0, embedding
 weight decay 0, constant learning rate), ``cosine`` = the cosine schedule alone, ``cosine+decay`` =
 with weight decay 0.01 on the dense layers and 0.1 on the embedding rows, ``strong-decay`` = 0.1 and
-1.0, ``lr0.001+cosine`` = a third of the learning rate with the cosine, ``after`` = the defaults of
-:class:`~mtl_model.config.Settings`. Nothing is asserted.
+1.0, ``lr0.001+cosine`` = a third of the learning rate with the cosine, ``dropout0.1`` /
+``dropout0.2`` = dropout 0.1 / 0.2 after each hidden ReLU (``TANDEM_DROPOUT``), ``dropout0.1+cosine``
+= dropout 0.1 with the cosine, ``after`` = the defaults of :class:`~mtl_model.config.Settings`.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -37,12 +40,20 @@ from mtl_model.dates import parse_date  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIM_END = "2026-01-14"
+# The REES46 sample spans 00:00–02:50 UTC of one day. Read in Newfoundland time (UTC−2:30 in
+# October) its last 20 minutes (02:30–02:50 UTC, 11,503 events) fall on 2019-10-01 and the first
+# 2.5 hours (5,931 events) on 2019-09-30: a real log with a day to learn from and a day to judge on.
+REES46_NIGHT = "2019-10-01"
+TZ = {"sim": "UTC", "tianchi": "Asia/Shanghai", "rees46": "America/St_Johns"}
 CONFIGS = {
     "before": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "constant"},
     "cosine": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "cosine"},
     "cosine+decay": {"weight_decay": 0.01, "embedding_weight_decay": 0.1, "lr_schedule": "cosine"},
     "strong-decay": {"weight_decay": 0.1, "embedding_weight_decay": 1.0, "lr_schedule": "cosine"},
     "lr0.001+cosine": {"learning_rate": 0.001, "lr_schedule": "cosine"},
+    "dropout0.1": {"dropout": 0.1},
+    "dropout0.2": {"dropout": 0.2},
+    "dropout0.1+cosine": {"dropout": 0.1, "lr_schedule": "cosine"},
     "after": {},
 }
 
@@ -69,14 +80,18 @@ def build(home: Path) -> None:
     end = parse_date(SIM_END)
     simulate(sim, end - timedelta(days=13), 14, SimConfig(n_users=2000, n_items=1000, seed=sim.seed))
     _night(sim, SIM_END)
-    tianchi = Settings(home=home / "tianchi", business_tz="Asia/Shanghai")
+    tianchi = Settings(home=home / "tianchi", business_tz=TZ["tianchi"])
     folder = SHARED_DATA / "tianchi_mobile"
     ingest(
         tianchi, "tianchi-mobile", folder / "user_behavior_sample.csv", items=folder / "item_info_sample.csv"
     )
     last = max(p.name.removeprefix("ds=") for p in (tianchi.landing_dir / "events").glob("ds=*"))
     _night(tianchi, last)
-    (home / "nights.json").write_text(json.dumps({"sim": SIM_END, "tianchi": last}))
+    rees46 = Settings(home=home / "rees46", business_tz=TZ["rees46"])
+    ingest(rees46, "rees46", SHARED_DATA / "rees46" / "events_2019-10-01_sample.csv")
+    _night(rees46, REES46_NIGHT)
+    nights = {"sim": SIM_END, "tianchi": last, "rees46": REES46_NIGHT}
+    (home / "nights.json").write_text(json.dumps(nights))
 
 
 def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int) -> dict:
@@ -109,8 +124,7 @@ def main() -> None:
         return
     nights = json.loads((args.home / "nights.json").read_text())
     for name in args.homes.split(","):
-        tz = "Asia/Shanghai" if name == "tianchi" else "UTC"
-        settings = Settings(home=args.home / name, business_tz=tz, threads=args.threads)
+        settings = Settings(home=args.home / name, business_tz=TZ[name], threads=args.threads)
         rows = [
             _row(settings, nights[name], config, int(seed), args.epochs)
             for config in args.configs.split(",")

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # decoupled (AdamW) decay of the dense layers
     # decoupled decay of the embedding rows a batch touches (lazy, like their Adam moments)
     embedding_weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # inverted dropout after each hidden ReLU of the shared bottom, the experts and the task towers,
+    # in training only (scoring runs in eval mode); 0: off, and no random draws
+    dropout: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.0
     test_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5  # users of ds held out from selection
     device: Literal["auto", "cpu", "cuda"] = "auto"
     promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC

@@ -42,7 +42,7 @@ _FINGERPRINTED = (
     "test_fraction",  # the validation split picks the epoch: other rows, other weights
 )
 # options that enter the fingerprint only when they differ from their default (older names stay)
-_WHEN_SET = {"lr_schedule": "constant", "weight_decay": 0.0, "embedding_weight_decay": 0.0}
+_WHEN_SET = {"lr_schedule": "constant", "weight_decay": 0.0, "embedding_weight_decay": 0.0, "dropout": 0.0}
 
 
 def as_bool(value: Any) -> bool | None:
@@ -109,6 +109,8 @@ def model_kwargs(
         kwargs["history"] = history
     if settings.text != "off":  # the n-gram codes follow the sequence's in ``cat`` (Encoders.encode)
         kwargs["text"] = {"buckets": settings.text_buckets, "length": settings.text_length}
+    if settings.dropout > 0:  # absent at 0: configs (and version names) of older models stay the same
+        kwargs["dropout"] = float(settings.dropout)
     if settings.architecture == "mmoe":
         kwargs["n_experts"] = settings.n_experts
     if settings.architecture == "ple":

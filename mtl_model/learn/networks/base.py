@@ -89,6 +89,8 @@ class MultiTaskNet(nn.Module):
       carries, after the sequence's columns, L n-gram codes of the item's title and L of the query;
       one shared encoder reads both, and the title's vector [B, D] and the query–title cosine [B, 1]
       join the backbone's input.
+    * ``dropout`` (p): inverted dropout after each hidden ReLU of the backbone (shared bottom,
+      experts) and of the task towers, in train mode only; subclasses read ``self.dropout``.
 
     Subclasses implement ``_backbone(x [B, I], scene_emb [B, D] | None) → (reps [T, B, H], gates)``
     and ``shared_parameters()`` (the last layer that all tasks share, for GradNorm).
@@ -109,8 +111,12 @@ class MultiTaskNet(nn.Module):
         bias_index: int | None = None,
         history: dict | None = None,
         text: dict | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        self.dropout = float(dropout)
         if bias_index is not None and bias_index != len(cardinalities) - 1:
             raise ValueError(f"bias_index must be the last categorical column, not {bias_index}")
         if not tasks:
@@ -180,7 +186,7 @@ class MultiTaskNet(nn.Module):
 
     def _build_towers(self, rep_dim: int) -> None:
         """Called by subclasses once the backbone's output width ``rep_dim`` is known."""
-        self.towers = TaskTowers(len(self.tasks), rep_dim, self.tower_dim)
+        self.towers = TaskTowers(len(self.tasks), rep_dim, self.tower_dim, self.dropout)
         if hasattr(self, "_n_scenes"):
             self.scene_towers = nn.ModuleDict(
                 {t: SceneTower(self._n_scenes, rep_dim, self.tower_dim) for t in self.tasks}

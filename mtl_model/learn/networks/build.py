@@ -41,11 +41,12 @@ def build_model(
     bias_index: int | None = None,
     history: dict | None = None,
     text: dict | None = None,
+    dropout: float = 0.0,
 ) -> MultiTaskNet:
     """Build the architecture called ``name``; raises ``ValueError`` for an unknown name.
 
     ``esmm=None`` means the default of :func:`default_esmm`; ``ple_levels=None`` means
-    ``min(2, len(hidden_dims))``.
+    ``min(2, len(hidden_dims))``; ``dropout``: after each hidden ReLU, in training only.
     """
     tasks = tuple(tasks)
     if esmm is None:
@@ -58,6 +59,7 @@ def build_model(
         bias_index=bias_index,
         history=history,
         text=text,
+        dropout=float(dropout),
     )
     hidden_dims = tuple(int(d) for d in hidden_dims)
     if name == "shared_bottom":

@@ -8,6 +8,11 @@ Neural Computation 3(1)) outputs Σ_i g(x)_i f_i(x) with a softmax gate g. MMoE
 CPU speed (``bench/bench_train.py``): the experts of a bank run as batched matmuls over stacked
 weights, gate logits batch-last (softmax along the batch) and every gate's mixture as one batched
 matmul. Shapes: B batch, I input dim, E (or n) experts, H hidden dim, G gates, D embedding dim.
+
+Dropout (``dropout`` = p, the ``TANDEM_DROPOUT`` setting): inverted dropout (Srivastava et al., 2014,
+"Dropout: A Simple Way to Prevent Neural Networks from Overfitting", JMLR 15) after each hidden ReLU,
+in train mode only. It is applied functionally, not as ``nn.Dropout`` modules, so the parameter names
+(``bottom.0.weight``, ``bottom.2.weight``) are those of models trained without it; p = 0 draws nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -25,13 +31,38 @@ def uniform_(tensor: torch.Tensor, fan_in: int) -> None:
     nn.init.uniform_(tensor, -bound, bound)
 
 
-def mlp(in_dim: int, dims: Sequence[int]) -> tuple[nn.Sequential, int]:
-    """``Linear → ReLU`` per entry of ``dims``: [B, in_dim] → [B, dims[-1]]; returns (net, out dim)."""
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout of ``x`` in training with p > 0; ``x`` itself otherwise (no random draws)."""
+    return F.dropout(x, p, training=True) if training and p > 0.0 else x
+
+
+class MLP(nn.Sequential):
+    """``Linear → ReLU`` layers (an ``nn.Sequential``, so its parameter names are those of one) with
+    dropout ``p`` after each ReLU in train mode."""
+
+    def __init__(self, *layers: nn.Module, p: float = 0.0) -> None:
+        super().__init__(*layers)
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                x = dropout(x, self.p, self.training)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.p}" if self.p else ""
+
+
+def mlp(in_dim: int, dims: Sequence[int], p: float = 0.0) -> tuple[MLP, int]:
+    """``Linear → ReLU`` per entry of ``dims`` (dropout ``p`` after each ReLU in training):
+    [B, in_dim] → [B, dims[-1]]; returns (net, out dim)."""
     layers: list[nn.Module] = []
     for dim in dims:
         layers += [nn.Linear(in_dim, dim), nn.ReLU()]
         in_dim = dim
-    return nn.Sequential(*layers), in_dim
+    return MLP(*layers, p=p), in_dim
 
 
 def gate_logits(
@@ -67,14 +98,16 @@ class ExpertBank(nn.Module):
     """``n`` independent MLP experts evaluated as batched matmuls (one GEMM / ``bmm`` per layer).
 
     Input [B, I] (the same input for every expert) or [n, B, I] (one input per expert); output
-    [n, B, H_last]. Weights per layer: [n, in, out]; initialised like ``nn.Linear``.
+    [n, B, H_last]. Weights per layer: [n, in, out]; initialised like ``nn.Linear``. ``p``: dropout
+    after each ReLU in train mode.
     """
 
-    def __init__(self, n: int, in_dim: int, dims: Sequence[int]) -> None:
+    def __init__(self, n: int, in_dim: int, dims: Sequence[int], p: float = 0.0) -> None:
         super().__init__()
         if n < 1 or not dims:
             raise ValueError("an expert bank needs at least one expert and one layer")
         self.n = n
+        self.p = float(p)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for dim in dims:
@@ -89,6 +122,9 @@ class ExpertBank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_experts([self], x)
 
+    def extra_repr(self) -> str:
+        return f"n={self.n}, out_dim={self.out_dim}" + (f", dropout={self.p}" if self.p else "")
+
 
 def run_experts(banks: Sequence[ExpertBank], x: torch.Tensor) -> torch.Tensor:
     """Banks with the same layer sizes evaluated as one (their weights stacked per layer, a small copy):
@@ -97,9 +133,11 @@ def run_experts(banks: Sequence[ExpertBank], x: torch.Tensor) -> torch.Tensor:
     A one-layer bank on a shared input runs as one GEMM [B, I] @ [I, n·H] and returns the batch-first
     result [B, n, H] as the view [n, B, H]: the input's gradient is then one GEMM too (not n products
     and a sum over the experts), and :func:`mixture` reads the view without a copy. (Deeper banks keep
-    [n, B, I] inputs: their second layer on such a view measured slower.)
+    [n, B, I] inputs: their second layer on such a view measured slower.) Dropout: the first bank's
+    ``p``, in its train mode, after each ReLU.
     """
     n = sum(bank.n for bank in banks)
+    p, training = banks[0].p, banks[0].training
 
     def stacked(k: int) -> tuple[torch.Tensor, torch.Tensor]:  # layer k's weights [n, in, out], biases
         if len(banks) == 1:
@@ -111,8 +149,10 @@ def run_experts(banks: Sequence[ExpertBank], x: torch.Tensor) -> torch.Tensor:
         w, b = layers[0]  # [n, I, H], [n, 1, H]
         i, out = w.shape[1:]
         h = torch.addmm(b.reshape(n * out), x, w.transpose(0, 1).reshape(i, n * out)).relu_()  # [B, n·H]
+        h = dropout(h, p, training)
         return h.view(-1, n, out).transpose(0, 1)  # [n, B, H] (a view)
     h = x.expand(n, -1, -1) if x.dim() == 2 else x  # a shared input broadcast (no copy): [n, B, I]
     for w, b in layers:
         h = torch.baddbmm(b, h, w).relu_()  # [n, B, in] @ [n, in, out] → [n, B, out] (ReLU in place)
+        h = dropout(h, p, training)
     return h

@@ -45,7 +45,7 @@ class MMoE(MultiTaskNet):
         **options,
     ) -> None:
         super().__init__(cardinalities, n_numeric, tasks, embedding_dim, tower_dim, gated=True, **options)
-        self.experts = ExpertBank(n_experts, self.in_dim, hidden_dims)
+        self.experts = ExpertBank(n_experts, self.in_dim, hidden_dims, self.dropout)
         self.n_experts = n_experts
         self.gates = nn.Linear(self.in_dim + self.gate_extra, len(self.tasks) * n_experts)  # all T gates
         self._build_towers(self.experts.out_dim)

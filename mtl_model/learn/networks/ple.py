@@ -41,6 +41,7 @@ class CGC(nn.Module):
 
     Inputs: per-task [T, B, In], shared [B, In], scene embedding [B, D] or None.
     Outputs: per-task [T, B, H], shared [B, H] (None in the last level), gates {name: [B, n]}.
+    ``p``: dropout after each expert ReLU in train mode.
 
     The level's experts form one pool [n, B, H] (n = T·m_t task experts, task-major, then m_s shared
     ones); each task gate's weights sit on its own experts and the shared ones (zero elsewhere), so
@@ -56,12 +57,13 @@ class CGC(nn.Module):
         dims: Sequence[int],
         gate_extra: int,
         last: bool,
+        p: float = 0.0,
     ) -> None:
         super().__init__()
         self.t, self.m_t, self.m_s = n_tasks, n_task_experts, n_shared_experts
         self.in_dim = in_dim
-        self.task_experts = ExpertBank(n_tasks * n_task_experts, in_dim, dims)
-        self.shared_experts = ExpertBank(n_shared_experts, in_dim, dims)
+        self.task_experts = ExpertBank(n_tasks * n_task_experts, in_dim, dims, p)
+        self.shared_experts = ExpertBank(n_shared_experts, in_dim, dims, p)
         self.out_dim = self.shared_experts.out_dim
         gate_in = in_dim + gate_extra
         self.task_gate_w = nn.Parameter(torch.empty(n_tasks, gate_in, n_task_experts + n_shared_experts))
@@ -174,6 +176,7 @@ class PLE(MultiTaskNet):
                 level_dims,
                 self.gate_extra,
                 last=k == levels - 1,
+                p=self.dropout,
             )
             self.levels.append(cgc)
             in_dim = cgc.out_dim

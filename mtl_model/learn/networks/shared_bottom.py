@@ -38,7 +38,7 @@ class SharedBottom(MultiTaskNet):
         **options,
     ) -> None:
         super().__init__(cardinalities, n_numeric, tasks, embedding_dim, tower_dim, **options)
-        self.bottom, bottom_dim = mlp(self.in_dim, hidden_dims)
+        self.bottom, bottom_dim = mlp(self.in_dim, hidden_dims, self.dropout)
         self._build_towers(bottom_dim)
 
     def _backbone(self, x, scene_emb):

@@ -20,11 +20,12 @@ from mtl_model.learn.networks.experts import ExpertBank, uniform_
 
 class TaskTowers(nn.Module):
     """One tower per task, ``in_dim → tower_dim → 1`` with a ReLU, all T evaluated together (one batched
-    matmul per layer): task inputs [T, B, H] → logits [T, B]. Weights per layer [T, in, out]."""
+    matmul per layer): task inputs [T, B, H] → logits [T, B]. Weights per layer [T, in, out]. ``p``:
+    dropout after the hidden ReLU in train mode."""
 
-    def __init__(self, n_tasks: int, in_dim: int, tower_dim: int) -> None:
+    def __init__(self, n_tasks: int, in_dim: int, tower_dim: int, p: float = 0.0) -> None:
         super().__init__()
-        self.hidden = ExpertBank(n_tasks, in_dim, [tower_dim])  # [T, B, H] → relu(...) [T, B, Ht]
+        self.hidden = ExpertBank(n_tasks, in_dim, [tower_dim], p)  # [T, B, H] → relu(...) [T, B, Ht]
         self.w_out = nn.Parameter(torch.empty(n_tasks, tower_dim, 1))  # [T, Ht, 1]
         self.b_out = nn.Parameter(torch.empty(n_tasks, 1, 1))  # [T, 1, 1]
         uniform_(self.w_out, tower_dim)
