@@ -22,9 +22,7 @@ from mtl_model.learn.evaluate import METRICS_SCHEMA
 from mtl_model.learn.fit import EpochInfo
 from mtl_model.learn.networks import predict_proba
 from mtl_model.learn.options import (
-    as_bool,
     esmm_enabled,
-    flag,
     model_kwargs,
     options_fingerprint,
     task_weights,
@@ -383,9 +381,8 @@ def test_options_come_from_settings_and_environment_strings(monkeypatch: pytest.
         monkeypatch.setenv(f"TANDEM_{name}", value)
     settings = load_settings()
     assert esmm_enabled(settings) is False and task_weights(settings) == (1.0, 2.0, 0.5)
-    assert flag(settings, "sparse_embeddings") is False and settings.loss_weighting == "uncertainty"
+    assert settings.sparse_embeddings is False and settings.loss_weighting == "uncertainty"
     assert settings.patience == 3
-    assert as_bool("auto") is None and as_bool("0") is False and as_bool("on") is True
     assert model_kwargs(Settings(architecture="mmoe"), SCENE_LAST)["esmm"] is True  # esmm "auto"
     assert model_kwargs(Settings(architecture="shared_bottom"), SCENE_LAST)["esmm"] is False
     assert model_kwargs(Settings(architecture="mmoe", esmm="false"), SCENE_LAST)["esmm"] is False

@@ -42,7 +42,7 @@ from mtl_model.learn.distributed import all_reduce_mean
 from mtl_model.learn.evaluate import validation_score
 from mtl_model.learn.networks import split_parameters
 from mtl_model.learn.optim import RowSparseAdam
-from mtl_model.learn.options import flag, task_weights
+from mtl_model.learn.options import task_weights
 from mtl_model.learn.weighting import (
     LossWeighting,
     make_weighting,
@@ -297,7 +297,7 @@ def _trainer(
         step_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    use_bf16 = flag(settings, "bf16") and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = settings.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     return _Trainer(
         model=model,

@@ -45,37 +45,16 @@ _FINGERPRINTED = (
 _WHEN_SET = {"lr_schedule": "constant", "weight_decay": 0.0, "embedding_weight_decay": 0.0, "dropout": 0.0}
 
 
-def as_bool(value: Any) -> bool | None:
-    """True / False / None (= automatic) from a bool or a string such as "true", "0", "auto"."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("", "auto", "none", "default"):
-        return None
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def flag(settings: Settings, name: str) -> bool:
-    """The boolean setting ``name`` (a string such as ``"0"`` counts as its boolean; unset is False)."""
-    return bool(as_bool(getattr(settings, name)))
-
-
 def esmm_enabled(settings: Settings) -> bool:
     """``settings.esmm`` resolved: "auto" is on for mmoe / ple (see ``networks.default_esmm``)."""
-    value = as_bool(settings.esmm)
-    return default_esmm(settings.architecture, tuple(settings.tasks)) if value is None else value
+    if settings.esmm == "auto":
+        return default_esmm(settings.architecture, tuple(settings.tasks))
+    return settings.esmm == "true"
 
 
 def task_weights(settings: Settings) -> tuple[float, ...]:
-    """The fixed task weights as floats (a comma-separated string is split)."""
-    weights: Any = settings.task_weights
-    if isinstance(weights, str):
-        weights = [x for x in weights.split(",") if x.strip()]
-    return tuple(float(x) for x in weights)
+    """The fixed task weights as floats (empty: every task weighs 1)."""
+    return tuple(float(x) for x in settings.task_weights)
 
 
 def feature_spec(settings: Settings) -> FeatureSpec:
@@ -86,7 +65,7 @@ def feature_spec(settings: Settings) -> FeatureSpec:
         common.update(history=HISTORY_FIELDS, history_length=settings.history_length)
     if settings.text != "off":  # the title and the query as hashed n-grams (networks/text.py)
         common.update(text=TEXT_FIELDS, text_buckets=settings.text_buckets, text_length=settings.text_length)
-    spec = FeatureSpec(log_counts=flag(settings, "log_counts"), **common)
+    spec = FeatureSpec(log_counts=settings.log_counts, **common)
     if settings.position_bias == "pal":
         numeric = tuple(c for c in spec.numeric if c != "position")
         return FeatureSpec(categorical=(*spec.categorical, "position"), numeric=numeric, **common)
@@ -101,7 +80,7 @@ def model_kwargs(
     kwargs: dict[str, Any] = {
         "esmm": esmm_enabled(settings),
         "scene_index": categorical.index("scene") if "scene" in categorical else None,
-        "scene_towers": flag(settings, "scene_towers"),
+        "scene_towers": settings.scene_towers,
     }
     if settings.position_bias == "pal":
         kwargs["bias_index"] = len(categorical) - 1
@@ -128,7 +107,7 @@ def options_fingerprint(settings: Settings) -> dict[str, Any]:
     ``baselines_every`` or ``train_nproc`` (they change how a model is trained or reported, not its
     weights)."""
     data = {name: getattr(settings, name) for name in _FINGERPRINTED}
-    data.update({name: flag(settings, name) for name in _FLAGS})
+    data.update({name: getattr(settings, name) for name in _FLAGS})
     data["esmm"] = esmm_enabled(settings)
     data["task_weights"] = list(task_weights(settings))
     data.update({n: v for n, default in _WHEN_SET.items() if (v := getattr(settings, n)) != default})
@@ -157,6 +136,6 @@ def build_network(
         embedding_dim=settings.embedding_dim,
         hidden_dims=settings.hidden_dims,
         tower_dim=TOWER_DIM,
-        sparse=flag(settings, "sparse_embeddings"),
+        sparse=settings.sparse_embeddings,
         **kwargs,
     )

@@ -72,7 +72,6 @@ from mtl_model.learn.options import (
     TOWER_DIM,
     build_network,
     feature_spec,
-    flag,
     model_kwargs,
     options_fingerprint,
 )
@@ -230,7 +229,7 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
     world = distributed_world()
     device = local_device(resolve_device(settings.device), world[1])
     w = _prepare(settings, ds, device)
-    ckpt_dir = checkpoint_dir_for(settings, w.version) if flag(settings, "checkpoints") else None
+    ckpt_dir = checkpoint_dir_for(settings, w.version) if settings.checkpoints else None
     cat_tr, num_tr, y_tr = w.train_tensors[:3]
     tasks = tuple(settings.tasks)
 
@@ -253,7 +252,7 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
     model = model.cpu()
 
     baselines: dict[str, dict[str, TaskMetrics]] = {es.split: {} for es in w.sets}
-    if flag(settings, "baselines"):
+    if settings.baselines:
         single = single_task_tonight(settings, ds)
         if not single:
             log.info("ds=%s: %s", ds, _single_task_note(settings, ds))
@@ -335,12 +334,12 @@ def _publish(
 def single_task_tonight(settings: Settings, ds: date) -> bool:
     """Whether the single-task baselines train on ``ds``: ``baselines`` on, and the day's number
     (``date.toordinal``) a multiple of ``baselines_every`` (1: every night)."""
-    return flag(settings, "baselines") and ds.toordinal() % settings.baselines_every == 0
+    return settings.baselines and ds.toordinal() % settings.baselines_every == 0
 
 
 def _single_task_note(settings: Settings, ds: date) -> str:
     """What ``metrics.json`` and the log say of the night's single-task baselines."""
-    if not flag(settings, "baselines"):
+    if not settings.baselines:
         return "off (baselines=false)"
     if single_task_tonight(settings, ds):
         return "trained"
@@ -431,7 +430,7 @@ def _config(settings: Settings, w: _Window, fit: FitResult) -> dict[str, Any]:
         "log_numeric_features": [*encoders.spec.log_numeric, *encoders.spec.signed_log_numeric],
         "hashed_features": dict(encoders.hashed),
         "loss_weighting": fit.weighting,
-        "sparse_embeddings": flag(settings, "sparse_embeddings"),
+        "sparse_embeddings": settings.sparse_embeddings,
         "early_stopping": {"patience": settings.patience, "best_epoch": fit.best_epoch},
         "options": w.fingerprint,
         "train_window_days": settings.train_window_days,
