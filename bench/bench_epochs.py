@@ -8,16 +8,18 @@ gap, and the night's metrics on the held-out test split, per setting and seed, o
 ``build`` makes three homes under ``--home`` and exports one night in each: ``sim`` (the demo's size:
 2,000 users, 1,000 items, 14 days of the simulator), ``tianchi`` (the real Tianchi mobile sample of
 ``../shared/data``, landed with ``tandem ingest``, its last day as the night) and ``rees46`` (the real
-REES46 sample, its last 20 minutes as the night: see ``REES46_NIGHT``). ``train`` trains the
-nightly way (:func:`mtl_model.learn.train.train`, no references) on those exports with ``patience=0``
-(every epoch runs, so the gap is seen) and prints, per home, configuration and seed: the validation
-mean AUC of each epoch, the best and last epoch, ``gap`` = best − last, and the test split's mean
-AUC and mean AUC among real views. Configurations: ``before`` = no regularisation (weight decay 0, embedding
-weight decay 0, constant learning rate), ``cosine`` = the cosine schedule alone, ``cosine+decay`` =
-with weight decay 0.01 on the dense layers and 0.1 on the embedding rows, ``strong-decay`` = 0.1 and
-1.0, ``lr0.001+cosine`` = a third of the learning rate with the cosine, ``dropout0.1`` /
-``dropout0.2`` = dropout 0.1 / 0.2 after each hidden ReLU (``TANDEM_DROPOUT``), ``dropout0.1+cosine``
-= dropout 0.1 with the cosine, ``after`` = the defaults of :class:`~mtl_model.config.Settings`.
+REES46 sample, its last 20 minutes as the night: see ``REES46_NIGHT``). ``train`` trains the nightly way
+(:func:`mtl_model.learn.train.train`, no references) on those exports with ``patience=0`` (every epoch
+runs, so the gap is seen; ``--patience 2`` for the nightly early stopping) and prints, per home,
+configuration and seed: the validation mean AUC of each epoch, the best and last epoch, ``gap`` = best −
+last, and the test split's mean AUC and mean AUC among real views. Configurations: ``before`` = no
+regularisation (weight decay 0, embedding weight decay 0, constant learning rate), ``cosine`` = the
+cosine schedule alone, ``cosine+decay`` = with weight decay 0.01 on the dense layers and 0.1 on the
+embedding rows, ``strong-decay`` = 0.1 and 1.0, ``lr0.001+cosine`` = a third of the learning rate with
+the cosine, ``dropout0.1`` / ``dropout0.2`` = dropout 0.1 / 0.2 after each hidden ReLU
+(``TANDEM_DROPOUT``), ``dropout0.1+cosine`` = dropout 0.1 with the cosine, ``min_steps200`` = at least
+200 optimizer steps (``TANDEM_MIN_STEPS``: more epochs than ``--epochs`` on a small window), ``after`` =
+the defaults of :class:`~mtl_model.config.Settings`.
 Nothing is asserted.
 """
 
@@ -45,16 +47,17 @@ SIM_END = "2026-01-14"
 # 2.5 hours (5,931 events) on 2019-09-30: a real log with a day to learn from and a day to judge on.
 REES46_NIGHT = "2019-10-01"
 TZ = {"sim": "UTC", "tianchi": "Asia/Shanghai", "rees46": "America/St_Johns"}
-CONFIGS = {
-    "before": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "constant"},
-    "cosine": {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "cosine"},
+BEFORE = {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "constant", "min_steps": 0}
+CONFIGS = {  # each on top of BEFORE (the defaults before issue 19's changes), except ``after``
+    "before": {},
+    "cosine": {"lr_schedule": "cosine"},
     "cosine+decay": {"weight_decay": 0.01, "embedding_weight_decay": 0.1, "lr_schedule": "cosine"},
     "strong-decay": {"weight_decay": 0.1, "embedding_weight_decay": 1.0, "lr_schedule": "cosine"},
     "lr0.001+cosine": {"learning_rate": 0.001, "lr_schedule": "cosine"},
     "dropout0.1": {"dropout": 0.1},
     "dropout0.2": {"dropout": 0.2},
     "dropout0.1+cosine": {"dropout": 0.1, "lr_schedule": "cosine"},
-    "after": {},
+    "min_steps200": {"min_steps": 200},
 }
 
 
@@ -94,10 +97,11 @@ def build(home: Path) -> None:
     (home / "nights.json").write_text(json.dumps(nights))
 
 
-def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int) -> dict:
+def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int, patience: int = 0) -> dict:
     from mtl_model.learn.train import train
 
-    changes = {**CONFIGS[name], "seed": seed, "epochs": epochs, "patience": 0, "baselines": False}
+    config = {} if name == "after" else {**BEFORE, **CONFIGS[name]}  # after: today's defaults
+    changes = {**config, "seed": seed, "epochs": epochs, "patience": patience, "baselines": False}
     result = train(settings.replace(**changes), ds)
     metrics = json.loads((result.model_dir / "metrics.json").read_text())
     scores = [h["valid_score"] for h in metrics["history"]]
@@ -114,10 +118,11 @@ def main() -> None:
     parser.add_argument("step", choices=("build", "train"))
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--homes", default="sim,tianchi")
-    parser.add_argument("--configs", default="before,after")
+    parser.add_argument("--configs", default="before,after", help=f"of {', '.join([*CONFIGS, 'after'])}")
     parser.add_argument("--seeds", default="42,43")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--patience", type=int, default=0, help="0: every epoch runs (the gap is seen)")
     args = parser.parse_args()
     if args.step == "build":
         build(args.home)
@@ -126,12 +131,12 @@ def main() -> None:
     for name in args.homes.split(","):
         settings = Settings(home=args.home / name, business_tz=TZ[name], threads=args.threads)
         rows = [
-            _row(settings, nights[name], config, int(seed), args.epochs)
+            _row(settings, nights[name], config, int(seed), args.epochs, args.patience)
             for config in args.configs.split(",")
             for seed in args.seeds.split(",")
         ]
         columns = ["config", "seed", *(f"valid_e{i + 1}" for i in range(args.epochs))]
-        columns += ["best_epoch", "gap", "test_mean_auc", "test_mean_auc_views"]
+        columns += ["best_epoch", "last_epoch", "gap", "test_mean_auc", "test_mean_auc_views"]
         print(f"\n{name} (ds={nights[name]}):")
         print(table(rows, columns, markdown=True))
         means = pl.DataFrame(rows).drop("seed").group_by("config", maintain_order=True).mean()

@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     hash_buckets: Positive = 4096
     log_counts: bool = True  # sign(x)·log1p(|x|) on the non-negative count / amount f_* features
     patience: Count = 2  # early stopping on the validation day (0: run every epoch)
+    # at least this many optimizer steps: a small window gets more than `epochs` (fit.planned_epochs)
+    min_steps: Count = 200
     checkpoints: bool = True  # a checkpoint each epoch; a crashed run resumes from it
     checkpoint_dir: Path | None = None  # default models_dir/.checkpoints
     bf16: bool = True  # autocast on CUDA only

@@ -19,7 +19,7 @@ import torch
 from mtl_model.config import Settings, load_settings
 from mtl_model.learn.baselines import popularity_scores, truth_paths, truth_probabilities
 from mtl_model.learn.evaluate import METRICS_SCHEMA
-from mtl_model.learn.fit import EpochInfo
+from mtl_model.learn.fit import EpochInfo, planned_epochs
 from mtl_model.learn.networks import predict_proba
 from mtl_model.learn.options import (
     esmm_enabled,
@@ -112,7 +112,8 @@ def samples() -> pl.DataFrame:
 
 
 def settings_for(home: Path, **kw) -> Settings:
-    base = dict(home=home, epochs=2, batch_size=256, tasks=TASKS, seed=7, hidden_dims=(64, 32))
+    """Small fits of exactly ``epochs`` epochs (``min_steps=0``: these tests count the epochs)."""
+    base = dict(home=home, epochs=2, batch_size=256, tasks=TASKS, seed=7, hidden_dims=(64, 32), min_steps=0)
     return Settings(**{**base, **kw})
 
 
@@ -332,6 +333,22 @@ def test_early_stopping_keeps_the_best_epoch(samples: pl.DataFrame, tmp_path: Pa
     assert dict(zip(got["metric"], got["value"], strict=True))["epochs_trained"] == 3
 
 
+def test_min_steps_gives_a_small_window_more_epochs(samples: pl.DataFrame, tmp_path: Path) -> None:
+    """``min_steps``: a window of few batches runs more than ``epochs`` (early stopping still applies),
+    a large one exactly ``epochs``; the option enters the version name only when set."""
+    settings = quick(tmp_path, epochs=1, min_steps=200, patience=0)
+    write_inputs(settings, samples)
+    result = train(settings, DS)
+    steps = math.ceil(result.n_train / settings.batch_size)
+    planned = planned_epochs(settings, result.n_train)
+    assert result.epochs_trained == planned == math.ceil(200 / steps) > 1
+    assert planned_epochs(settings.replace(min_steps=0), result.n_train) == 1
+    assert Settings().min_steps == 200  # the default (docs/models.md: chosen on the REES46 export)
+    assert planned_epochs(settings, 200 * settings.batch_size) == 1  # 200 steps in one epoch already
+    assert "min_steps" not in options_fingerprint(settings)  # the default: older version names stay
+    assert options_fingerprint(settings.replace(min_steps=0))["min_steps"] == 0
+
+
 def test_worse_model_is_not_promoted_on_the_same_validation_day(
     samples: pl.DataFrame, tmp_path: Path
 ) -> None:
@@ -536,7 +553,7 @@ from mtl_model.learn.distributed import distributed_world
 from mtl_model.learn.train import train
 settings = Settings(
     home=sys.argv[1], epochs=2, batch_size=256, seed=7, hidden_dims=(64, 32), architecture="mmoe",
-    baselines=False, loss_weighting="uncertainty",
+    baselines=False, loss_weighting="uncertainty", min_steps=0,
 )
 result = train(settings, date.fromisoformat(sys.argv[2]))
 rank, world = distributed_world()

@@ -14,7 +14,8 @@
   optional class-imbalance handling; each is a weighted mean over the batch when the training rows
   carry importance weights (down-sampled negatives, ``negative_rate``);
 * after every epoch the validation split's mean AUC is measured; training stops after ``patience``
-  epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum). The
+  epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum, raised
+  on a small window to reach ``min_steps`` optimizer steps: :func:`planned_epochs`). The
   validation split therefore picks the epoch and its metrics are optimistic: the night reports the
   test split (see :mod:`mtl_model.learn.train`);
 * a checkpoint is written after every epoch (model, optimizers, loss weighting, RNG, early-stopping
@@ -287,6 +288,7 @@ def _trainer(
         shared = model.shared_parameters()  # GradNorm's W: the last shared layer
     elif weighting.method == "pcgrad":
         shared = model.shared_backbone_parameters()  # PCGrad projects on the whole shared backbone
+    rows = targets.shape[0]
     pos_weight = positive_weights(targets, settings.class_balance).tolist()
     opt_dense, opt_sparse = _optimizers(model, weighting, settings)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -314,8 +316,17 @@ def _trainer(
         world=world,
         lr=settings.learning_rate,
         schedule=settings.lr_schedule,
-        total_steps=settings.epochs * math.ceil(targets.shape[0] / settings.batch_size),
+        total_steps=planned_epochs(settings, rows) * math.ceil(rows / settings.batch_size),
     )
+
+
+def planned_epochs(settings: Settings, n_rows: int) -> int:
+    """The most epochs to run: ``epochs``, or as many as ``min_steps`` optimizer steps need when the
+    window is small (a new or small home: 21k rows at batch 2048 are 11 steps an epoch, and 3 epochs
+    left the REES46 sample's model before its best; docs/benchmarks.md). Early stopping (``patience``)
+    still ends the run and keeps the best epoch."""
+    steps_per_epoch = max(1, math.ceil(n_rows / settings.batch_size))
+    return max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
 
 
 def _resume(trainer: _Trainer, path: Path | None, fingerprint: str, epochs: int) -> _Progress:
@@ -454,16 +465,17 @@ def fit_model(
     weighting = (weighting if weighting is not None else weighting_from(settings, len(tasks))).to(device)
     trainer = _trainer(model, train[2], settings, weighting, device, world)
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
-    progress = _resume(trainer, ckpt_path, fingerprint, settings.epochs)
+    epochs = planned_epochs(settings, n)
+    progress = _resume(trainer, ckpt_path, fingerprint, epochs)
     resumed_from, samples, seconds = progress.epoch, 0, 0.0
 
-    while progress.epoch < settings.epochs and not progress.stopped:
+    while progress.epoch < epochs and not progress.stopped:
         totals, epoch_seconds = trainer.train_epoch(data, settings.batch_size, device, progress.epoch)
         samples, seconds = samples + n, seconds + epoch_seconds  # all ranks together: the job's throughput
         losses = {t: float(v) / max(n, 1) for t, v in zip(tasks, totals.cpu(), strict=True)}
         score = validation_score(model, valid, device)
         info = _record_epoch(progress, trainer, losses, score, epoch_seconds, settings.patience)
-        _log_epoch(info, settings.epochs, n / epoch_seconds if epoch_seconds > 0 else float("nan"))
+        _log_epoch(info, epochs, n / epoch_seconds if epoch_seconds > 0 else float("nan"))
         if ckpt_path is not None and world[0] == 0:
             _save_checkpoint(ckpt_path, fingerprint, trainer, progress)
         for callback in callbacks:

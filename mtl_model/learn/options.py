@@ -42,7 +42,13 @@ _FINGERPRINTED = (
     "test_fraction",  # the validation split picks the epoch: other rows, other weights
 )
 # options that enter the fingerprint only when they differ from their default (older names stay)
-_WHEN_SET = {"lr_schedule": "constant", "weight_decay": 0.0, "embedding_weight_decay": 0.0, "dropout": 0.0}
+_WHEN_SET = {
+    "lr_schedule": "constant",
+    "weight_decay": 0.0,
+    "embedding_weight_decay": 0.0,
+    "dropout": 0.0,
+    "min_steps": 200,
+}
 
 
 def esmm_enabled(settings: Settings) -> bool:
