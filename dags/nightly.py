@@ -6,6 +6,8 @@ the first task, from the ``ds`` param (``{"ds": "YYYY-MM-DD"}`` in the run conf,
 param's date schema) or as the day that ended before the logical date; that task (a sensor) waits
 while a run of the same or an earlier day is queued or running, so nights run in date order however
 many runs Airflow starts at once (a backfill: 10), and while the day is not landed (docs/operators.md).
+Scheduled runs are named with their ds (``scheduled__ds:D__…``, the timetable of Tandem's plugin);
+every run the scheduler starts gets the note ``ds=D`` (``mtl_model/pipeline/run_ids.py``).
 
 ``publish`` emits an Asset per published table (``tandem.recommendations``, …; ``extra`` holds the
 ``ds``): analysts' DAGs can run when tonight's tables are published (``dags/analysts_example.py``).
@@ -19,13 +21,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 
 from mtl_model.config import DBT_PROJECT_DIR, load_settings
 from mtl_model.pipeline import nightly
 from mtl_model.pipeline.airflow_env import cosmos_sensors_in_place, published_assets, task_logging
+from mtl_model.pipeline.airflow_plugin import NightlyTimetable
 from mtl_model.pipeline.notify import failure_callbacks
 
 settings = load_settings()
@@ -74,7 +77,8 @@ def dbt_models() -> DbtTaskGroup:
 
 @dag(
     dag_id="tandem_nightly",
-    schedule=CronTriggerTimetable("0 2 * * *", timezone=settings.business_tz),
+    # Airflow's CronTriggerTimetable, its scheduled runs named with their ds (scheduled__ds:D__…)
+    schedule=NightlyTimetable("0 2 * * *", timezone=settings.business_tz),
     # early, so backfills of old days run (a logical date before start_date schedules no task);
     # catchup=False keeps the scheduler from creating those runs by itself
     start_date=pendulum.datetime(2000, 1, 1, tz=settings.business_tz),

@@ -45,7 +45,18 @@ def test_version(tmp_path: Path) -> None:
 def test_every_flag_has_help_and_shows_its_default() -> None:
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    expected = {"simulate", "ingest", "run", "backfill", "show", "query", "docs", "airflow"}
+    expected = {
+        "simulate",
+        "ingest",
+        "run",
+        "backfill",
+        "trigger",
+        "runs",
+        "show",
+        "query",
+        "docs",
+        "airflow",
+    }
     assert set(commands.choices) == expected
     for name, sub in commands.choices.items():
         for action in sub._actions:

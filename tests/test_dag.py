@@ -33,6 +33,16 @@ def accepts(conf):  # what a run's conf makes of the ds param (Airflow merges co
     except Exception as exc:
         return type(exc).__name__
 analyst = bag.dags["tandem_analyst_example"]
+# the timetable as the scheduler reads it back (registered by Tandem's plugin), and the run ids it gives
+import pendulum, re
+from airflow.configuration import conf
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.utils.types import DagRunType
+timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable
+fired = pendulum.parse("2026-03-05T02:00:00+00:00")
+run_ids = {kind.value: timetable.generate_run_id(run_type=kind, run_after=fired, data_interval=None)
+           for kind in (DagRunType.SCHEDULED, DagRunType.MANUAL)}
+allowed = conf.get("scheduler", "allowed_run_id_pattern")
 callbacks, DAYS = dag.on_failure_callback, ["", "2026-03-04", "2026-13-01", "yesterday"]
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dbt_vars": dbt_vars,
                   "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
@@ -42,7 +52,10 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
                   "on_failure": [f"{type(c).__name__}:{getattr(c, '__name__', '')}" for c in callbacks],
                   "outlets": sorted([a.name, a.uri] for a in dag.get_task("publish").outlets),
                   "analyst_schedule": sorted([a.name, a.uri] for a in analyst.schedule),
-                  "analyst_owner": analyst.get_task("most_recommended_items").owner}))
+                  "analyst_owner": analyst.get_task("most_recommended_items").owner,
+                  "timetable": type(timetable).__module__ + "." + type(timetable).__name__,
+                  "summary": timetable.summary, "run_ids": run_ids,
+                  "run_ids_allowed": all(re.match(allowed, r) for r in run_ids.values())}))
 """
 
 
@@ -100,6 +113,12 @@ def test_dag_imports_with_expected_wiring(tmp_path: Path) -> None:
     assert {"score", "anomalies"} <= set(tasks["publish"]["upstream"])
     assert "publish" in tasks["report"]["upstream"]
     assert any(u.startswith("dbt.") for u in tasks["check"]["upstream"])
+    # the schedule: 02:00 daily, each scheduled run named with the day it processes (the day before)
+    assert info["timetable"] == "mtl_model.pipeline.airflow_plugin.NightlyTimetable"
+    assert info["summary"] == "0 2 * * *"
+    assert info["run_ids"]["scheduled"] == "scheduled__ds:2026-03-04__2026-03-05T02:00:00+00:00"
+    assert info["run_ids"]["manual"] == "manual__2026-03-05T02:00:00+00:00"  # its ds is in its conf
+    assert info["run_ids_allowed"]  # Airflow's [scheduler] allowed_run_id_pattern: no "="
 
 
 def test_train_queue_and_dbt_vars_come_from_configuration(tmp_path: Path) -> None:

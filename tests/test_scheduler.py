@@ -5,14 +5,18 @@ execution API), the scheduler (LocalExecutor) and the dag-processor (no triggere
 the embedded SQLite metadata DB of a tiny simulated home whose later day
 (2026-03-05) already ran, unpauses the DAG, queues the documented backfill of 3 earlier days
 (`tandem backfill --scheduler`: Airflow's default backfill settings, 10 active runs) and a manual
-rerun of the last of them (`dags trigger --conf '{"ds": ...}'`), waits for them, and compares every
-published table with `tandem backfill` (in process, date order) on a copy of the same landing zone.
+rerun of the last of them (`tandem trigger --ds`: `dags trigger --conf '{"ds": ...}'` with a run id
+that names the day), waits for them, checks the ds on every run (`dags list-runs -o json`, the notes
+through the REST API, `tandem runs -o json`), clears a finished task of one day with the documented
+`tasks clear` and waits until it ran again, and compares every published table with `tandem
+backfill` (in process, date order) on a copy of the same landing zone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,15 +26,17 @@ import sys
 import time
 import urllib.request
 from contextlib import ExitStack, suppress
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
 
+from mtl_model.dates import logical_date_for
 from mtl_model.outputs.warehouse import OUTPUT_TABLES, export_day
-from mtl_model.pipeline.cli import scheduler_backfill_args
+from mtl_model.pipeline.cli import scheduler_backfill_args, trigger_args
+from mtl_model.pipeline.run_ids import ds_in_run_id, night_of
 from tests.conftest import BUILT_DS, dbt_build, tandem_cli, tandem_env, tandem_settings
 
 DAYS = [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
@@ -214,87 +220,129 @@ def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace(" ", "T"))
 
 
-@pytest.mark.slow
-def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path: Path) -> None:
-    sched, ref, logs = tmp_path / "sched", tmp_path / "ref", tmp_path / "procs"
-    for home in (sched, ref):
-        shutil.copytree(landed / "landing", home / "landing")
-    logs.mkdir()
-    # nightly runs in date order, in process: the reference (in the background meanwhile)
-    with ExitStack() as stack:
-        reference = subprocess.Popen(
-            [sys.executable, "-m", "mtl_model.pipeline.cli", "backfill"]
-            + ["--start", str(DAYS[0]), "--end", str(DAYS[-1])],
-            env=tandem_env(ref),
-            stdout=stack.enter_context(open(logs / "reference.log", "w")),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        stack.callback(lambda: reference.poll() is None and os.killpg(reference.pid, signal.SIGKILL))
-        # a later day already ran (in process): its model is in the registry before the backfill
-        later = tandem_cli(sched, "run", "--ds", str(LATER))
-        assert later.returncode == 0, later.stdout[-2000:] + later.stderr[-2000:]
+def _json_list(text: str) -> list[dict]:
+    """The JSON list an Airflow command printed (``-o json``), whatever lines come before it."""
+    for line_start in [0, *(i + 1 for i, c in enumerate(text) if c == "\n")]:
+        if text.startswith("[", line_start):
+            with suppress(ValueError):
+                return json.JSONDecoder().raw_decode(text[line_start:])[0]
+    raise AssertionError(f"no JSON list in: {text[-2000:]}")
 
-        port = _free_port()
-        settings = tandem_settings(
-            sched,
-            wait_poke_seconds=10,
-            landing_wait_hours=0,
-            task_retries=1,
-            retry_delay_seconds=5,
-            dbt_tasks="build",  # one dbt task: ~45 fewer task processes a night (the reference: cosmos's)
-        )
-        env = _airflow_env(
-            sched,
-            settings,
-            port,
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-        )
-        before = set(_runs(sched))  # the later day's in-process run
-        procs: dict[str, subprocess.Popen] = {}
-        stack.callback(_stop, procs)
-        _start_airflow(procs, env, port, logs)
-        deadline = time.monotonic() + DEADLINE_S
 
-        def parsed() -> bool | None:
-            rows = _metadata(sched, "select count(*) from serialized_dag where dag_id = 'tandem_nightly'")
-            return True if rows[0][0] else None
+def _list_runs(env: dict[str, str]) -> dict[str, dict]:
+    """``tandem airflow dags list-runs tandem_nightly -o json``, by run id."""
+    done = _tandem(env, "airflow", "dags", "list-runs", "tandem_nightly", "-o", "json")
+    return {run["run_id"]: run for run in _json_list(done.stdout)}
 
-        def healthy() -> bool | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5):
-                    return True
-            except OSError:
-                return None
 
-        _wait("dag-processor parses the DAG", parsed, deadline, procs, logs)
-        _wait("api-server answers", healthy, deadline, procs, logs)
+def _api_notes(home: Path, port: int) -> dict[str, str | None]:
+    """Each run's note as the UI reads it (the REST API), logged in as ``admin`` with the password
+    the api-server generated (docs/operators.md, the UI login)."""
+    passwords = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    body = json.dumps({"username": "admin", "password": json.loads(passwords.read_text())["admin"]})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    login = urllib.request.Request(
+        f"http://127.0.0.1:{port}/auth/token", body.encode(), {"Content-Type": "application/json"}
+    )
+    with direct.open(login, timeout=30) as answer:
+        token = json.load(answer)["access_token"]
+    runs = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v2/dags/tandem_nightly/dagRuns?limit=100",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with direct.open(runs, timeout=30) as answer:
+        return {run["dag_run_id"]: run["note"] for run in json.load(answer)["dag_runs"]}
 
-        def cli(*args: str) -> subprocess.CompletedProcess:
-            return _tandem(env, *args)
 
-        # the documented commands (docs/operators.md): unpause, the backfill, a manual rerun of a day
-        cli("airflow", "dags", "unpause", "tandem_nightly")
-        queued = cli("backfill", "--start", str(DAYS[0]), "--end", str(DAYS[-1]), "--scheduler")
-        assert " ".join(scheduler_backfill_args(DAYS, "UTC")) in queued.stdout
-        cli("airflow", "dags", "trigger", "tandem_nightly", "--conf", json.dumps({"ds": str(RERUN)}))
+def _clear_and_rerun(env: dict[str, str], home: Path, ds: date, task: str, wait) -> dict[str, int]:
+    """The documented "clear and rerun" command (docs/operators.md) on ``task`` and its downstream
+    tasks of the backfill run of ``ds``, after it succeeded; waits (``wait``: :func:`_wait` bound)
+    until they ran again and the run succeeded. Returns each cleared task's try number."""
+    logical = logical_date_for(ds, "UTC").isoformat()
+    run_id = f"backfill__{logical}"
+    sql = (
+        "select task_id, state, try_number from task_instance where dag_id = 'tandem_nightly' and run_id = ?"
+    )
+    tries = {t: n for t, _, n in _metadata(home, sql, (run_id,))}
+    cleared = _tandem(
+        env,
+        *("airflow", "tasks", "clear", "tandem_nightly", "--task-regex", task, "--downstream"),
+        *("--start-date", logical, "--end-date", logical, "--yes"),
+    )
 
-        def finished() -> dict | None:
-            if (failed := _failure(sched)) is not None:
-                pytest.fail(failed)
-            runs = {r: v for r, v in _runs(sched).items() if r not in before}
-            mine = {r: v for r, v in runs.items() if v["type"] in ("backfill", "manual")}
-            mine = {r: v for r, v in mine.items() if v["type"] == "backfill" or v["conf"].get("ds")}
-            done = len(mine) == len(DAYS) + 1 and all(v["state"] == "success" for v in mine.values())
-            return runs if done else None
+    def rerun() -> dict[str, int] | None:
+        again = {t: (st, n) for t, st, n in _metadata(home, sql, (run_id,)) if n > tries[t]}
+        state = _metadata(home, "select state from dag_run where run_id = ?", (run_id,))[0][0]
+        done = again and state == "success" and all(st == "success" for st, _ in again.values())
+        return {t: n for t, (_, n) in again.items()} if done else None
 
-        runs = _wait("the backfill and the rerun succeed", finished, deadline, procs, logs)
-        _stop(procs)
-        assert reference.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
-            logs / "reference.log"
-        ).read_text()[-3000:]
+    return wait(f"the cleared {task} of ds={ds} ran again ({cleared.stdout[-300:]})", rerun)
 
+
+def _assert_ds_shown(
+    runs: dict[str, dict], by_ds: dict[str, str], listed: dict, notes: dict, ours: dict
+) -> None:
+    """The ds on every run: in the run id of the scheduled and the manual runs (``dags list-runs``),
+    the logical date D+1 02:00 of a backfill run (Airflow names those), the note of each (the UI),
+    and a column of ``tandem runs`` (``ours``: run id → its row), for the in-process run too."""
+    [scheduled] = [r for r, v in runs.items() if v["type"] == "scheduled"]
+    night = str(night_of(datetime.fromisoformat(listed[scheduled]["logical_date"]), "UTC"))
+    assert scheduled == f"scheduled__ds:{night}__{listed[scheduled]['logical_date']}"
+    [manual] = [r for r, v in runs.items() if v["type"] == "manual" and v["conf"]]
+    assert manual in listed and ds_in_run_id(manual) == by_ds[manual] == str(RERUN), manual
+    for ds in DAYS:
+        logical = logical_date_for(ds, "UTC").isoformat()
+        assert listed[f"backfill__{logical}"]["logical_date"] == logical
+    for run_id, ds in {**by_ds, scheduled: night}.items():
+        assert notes[run_id] == f"ds={ds}", (run_id, notes)
+        assert ours[run_id]["ds"] == ds and ours[run_id]["note"] == f"ds={ds}", ours[run_id]
+    [in_process] = [r for r in ours if r not in runs]  # `tandem run --ds LATER` (dag.test)
+    assert ours[in_process]["ds"] == str(LATER) and set(ours) == set(listed)
+
+
+def _scheduler_env(home: Path, port: int) -> dict[str, str]:
+    """The Airflow processes' environment of the scheduler test: LocalExecutor, quick looks and
+    retries, the night's dbt build as one task."""
+    settings = tandem_settings(
+        home,
+        wait_poke_seconds=10,
+        landing_wait_hours=0,
+        task_retries=1,
+        retry_delay_seconds=5,
+        dbt_tasks="build",  # one dbt task: ~45 fewer task processes a night (the reference: cosmos's)
+    )
+    return _airflow_env(
+        home,
+        settings,
+        port,
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+    )
+
+
+def _ready(home: Path, port: int, wait) -> None:
+    """Wait (``wait``: :func:`_wait` bound) until the dag-processor has parsed the DAG (serialized,
+    so with Tandem's timetable registered) and the api-server answers."""
+
+    def parsed() -> bool | None:
+        rows = _metadata(home, "select count(*) from serialized_dag where dag_id = 'tandem_nightly'")
+        return True if rows[0][0] else None
+
+    def healthy() -> bool | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5):
+                return True
+        except OSError:
+            return None
+
+    wait("dag-processor parses the DAG", parsed)
+    wait("api-server answers", healthy)
+
+
+def _nights_in_date_order(sched: Path, runs: dict[str, dict]) -> dict[str, str]:
+    """The backfill ran exactly DAYS, unpausing's run was skipped, and the nights ran one at a time
+    in date order, the manual rerun after its backfill run. Returns the backfill and manual runs'
+    ds as their first task resolved it (run id → ds)."""
     # the backfill ran exactly DAYS, each run's first task resolved its day
     backfill = {r: v for r, v in runs.items() if v["type"] == "backfill"}
     by_ds = {}
@@ -321,7 +369,76 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
         (str(RERUN), "manual"),
     ]
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), spans
-    # every published table equals the nightly runs' (the rerun replaced its day, nothing doubled)
+    return by_ds
+
+
+@pytest.mark.slow
+def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path: Path) -> None:
+    sched, ref, logs = tmp_path / "sched", tmp_path / "ref", tmp_path / "procs"
+    for home in (sched, ref):
+        shutil.copytree(landed / "landing", home / "landing")
+    logs.mkdir()
+    # nightly runs in date order, in process: the reference (in the background meanwhile)
+    with ExitStack() as stack:
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "mtl_model.pipeline.cli", "backfill"]
+            + ["--start", str(DAYS[0]), "--end", str(DAYS[-1])],
+            env=tandem_env(ref),
+            stdout=stack.enter_context(open(logs / "reference.log", "w")),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(lambda: reference.poll() is None and os.killpg(reference.pid, signal.SIGKILL))
+        # a later day already ran (in process): its model is in the registry before the backfill
+        later = tandem_cli(sched, "run", "--ds", str(LATER))
+        assert later.returncode == 0, later.stdout[-2000:] + later.stderr[-2000:]
+
+        port = _free_port()
+        env = _scheduler_env(sched, port)
+        before = set(_runs(sched))  # the later day's in-process run
+        procs: dict[str, subprocess.Popen] = {}
+        stack.callback(_stop, procs)
+        _start_airflow(procs, env, port, logs)
+        deadline = time.monotonic() + DEADLINE_S
+
+        def wait(what: str, check):
+            return _wait(what, check, deadline, procs, logs)
+
+        _ready(sched, port, wait)
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return _tandem(env, *args)
+
+        # the documented commands (docs/operators.md): unpause, the backfill, a manual rerun of a day
+        cli("airflow", "dags", "unpause", "tandem_nightly")
+        queued = cli("backfill", "--start", str(DAYS[0]), "--end", str(DAYS[-1]), "--scheduler")
+        assert " ".join(scheduler_backfill_args(DAYS, "UTC")) in queued.stdout
+        triggered = cli("trigger", "--ds", str(RERUN))  # airflow dags trigger, conf {"ds": …}, the run id
+        assert f"--run-id manual__ds:{RERUN}__" in triggered.stdout, triggered.stdout
+
+        def finished() -> dict | None:
+            if (failed := _failure(sched)) is not None:
+                pytest.fail(failed)
+            runs = {r: v for r, v in _runs(sched).items() if r not in before}
+            mine = {r: v for r, v in runs.items() if v["type"] in ("backfill", "manual")}
+            mine = {r: v for r, v in mine.items() if v["type"] == "backfill" or v["conf"].get("ds")}
+            done = len(mine) == len(DAYS) + 1 and all(v["state"] == "success" for v in mine.values())
+            return runs if done else None
+
+        runs = wait("the backfill and the rerun succeed", finished)
+        listed, notes = _list_runs(env), _api_notes(sched, port)
+        # a finished task cleared and run again (with its downstream tasks): the day replaced again
+        rerun = _clear_and_rerun(env, sched, DAYS[1], "publish", wait)
+        assert set(rerun) == {"publish", "report"}, rerun
+        _stop(procs)
+        ours = {run["run_id"]: run for run in _json_list(_tandem(env, "runs", "-o", "json").stdout)}
+        assert reference.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
+            logs / "reference.log"
+        ).read_text()[-3000:]
+
+    by_ds = _nights_in_date_order(sched, runs)
+    _assert_ds_shown(runs, by_ds, listed, notes, ours)
+    # every published table equals the nightly runs' (the reruns replaced their day, nothing doubled)
     got, want = _published(sched, DAYS), _published(ref, DAYS)
     assert got.keys() == want.keys()
     for key in want:
@@ -354,6 +471,23 @@ def test_scheduler_backfill_covers_exactly_the_days() -> None:
     tokyo = scheduler_backfill_args([date(2026, 7, 1)], "Asia/Tokyo")
     assert tokyo[tokyo.index("--from-date") + 1] == tokyo[tokyo.index("--to-date") + 1]
     assert tokyo[tokyo.index("--to-date") + 1] == "2026-07-02T02:00:00+09:00"
+
+
+def test_trigger_names_the_day_in_the_run_id() -> None:
+    """`tandem trigger --ds D`: Airflow's trigger with the conf ds and a run id that names the day
+    (``:``, not ``=``: Airflow's allowed_run_id_pattern); a scheduled run's ds is the day before."""
+    now = datetime(2026, 12, 2, 13, 5, 7, 250, tzinfo=UTC)
+    args = trigger_args(RERUN, now)
+    assert args == [
+        *("dags", "trigger", "tandem_nightly", "--conf", '{"ds": "2026-03-04"}'),
+        *("--run-id", "manual__ds:2026-03-04__2026-12-02T13:05:07+00:00"),
+    ]
+    assert (
+        ds_in_run_id(args[-1]) == "2026-03-04" and ds_in_run_id("backfill__2026-03-05T02:00:00+00:00") is None
+    )
+    assert re.fullmatch(r"[A-Za-z0-9_.~:+-]+", args[-1])
+    # 02:00 in Tokyo on 07-02 is 17:00 UTC on 07-01: the night of 07-01 (Tokyo's day before)
+    assert night_of(datetime(2026, 7, 1, 17, 0, tzinfo=UTC), "Asia/Tokyo") == date(2026, 7, 1)
 
 
 def test_tandem_airflow_passes_help_through(tmp_path: Path) -> None:

@@ -34,6 +34,13 @@ DAG_FILES = {DAG_ID: "nightly.py", ANALYST_DAG_ID: "analysts_example.py"}
 TANDEM_LOGGERS = ("mtl_model", "checks")
 # Airflow's listener marker (airflow.listeners.hookimpl is this object), without importing Airflow
 hookimpl = pluggy.HookimplMarker("airflow")
+# the plugin module every Airflow process of the deployment loads: the DAG's timetable (which each
+# process that serializes or reads the DAG must find registered) and the run notes (airflow_plugin.py)
+PLUGIN_FILE = "tandem_plugin.py"
+PLUGIN_SOURCE = (
+    '"""Written by Tandem (mtl_model/pipeline/airflow_env.py): the nightly timetable, run notes."""\n'
+    "from mtl_model.pipeline.airflow_plugin import TandemPlugin  # noqa: F401\n"
+)
 
 
 def _cores() -> int:
@@ -49,6 +56,7 @@ def airflow_environ(settings: Settings) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # a writer waits up to 60 s for SQLite's lock (the scheduler, the CLI and the task API all write)
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
@@ -65,10 +73,25 @@ def airflow_environ(settings: Settings) -> dict[str, str]:
     }
 
 
+def install_plugin(folder: Path) -> Path:
+    """Write Tandem's plugin module (:data:`PLUGIN_SOURCE`) into the plugins ``folder`` unless it is
+    there already (by rename: a process loading plugins meanwhile reads the old or the new file)."""
+    path = folder / PLUGIN_FILE
+    if not path.exists() or path.read_text() != PLUGIN_SOURCE:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{PLUGIN_FILE}.{os.getpid()}")
+        tmp.write_text(PLUGIN_SOURCE)
+        tmp.replace(path)
+    return path
+
+
 def configure(settings: Settings) -> None:
-    """Put the embedded Airflow's configuration into this process's environment."""
+    """Put the embedded Airflow's configuration into this process's environment, and Tandem's
+    plugin into its plugins folder."""
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    os.environ.update(airflow_environ(settings))
+    environ = airflow_environ(settings)
+    install_plugin(Path(environ["AIRFLOW__CORE__PLUGINS_FOLDER"]))
+    os.environ.update(environ)
 
 
 def _airflow(*args: str) -> None:

@@ -5,6 +5,8 @@
   tandem run --ds 2026-11-14                        run the nightly DAG for one day (dag.test)
   tandem backfill --start 2026-11-12 --end 2026-11-14   the same, for each day in order
   tandem backfill --start … --end … --scheduler     the same days as an Airflow backfill (scheduler)
+  tandem trigger --ds 2026-11-14                    queue one day for the scheduler (manual__ds:D__…)
+  tandem runs                                       the nightly runs in Airflow, each with its ds
   tandem show                                       row counts of the published tables
   tandem airflow scheduler                          any Airflow command, with Tandem's embedded config
 
@@ -19,12 +21,13 @@ Settings come from TANDEM_* environment variables (see mtl_model/config.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
 from mtl_model.config import SettingsError, load_settings
@@ -222,18 +225,93 @@ def _scheduler_backfill(days: list[date]) -> int:
     check_nights(settings, days)
     command = scheduler_backfill_args(days, settings.business_tz)
     print(f"tandem backfill: airflow {' '.join(command)}  (ds {days[0]}..{days[-1]})", flush=True)
+    return _airflow_retried("tandem backfill", command)
+
+
+def _airflow_retried(prog: str, command: list[str]) -> int:
+    """``airflow <command>`` with the embedded deployment's settings, its output passed on; again
+    (``BACKFILL_ATTEMPTS`` in all) while SQLite answers "database is locked"."""
     from mtl_model.pipeline.airflow_env import ensure_ready
 
-    ensure_ready(settings)
+    ensure_ready(load_settings())
     for attempt in range(BACKFILL_ATTEMPTS):  # SQLite answers "locked" at once to a write it would deadlock
         done = subprocess.run([sys.executable, "-m", "airflow", *command], capture_output=True, text=True)
         sys.stdout.write(done.stdout)
         if done.returncode == 0 or "database is locked" not in done.stderr + done.stdout:
             sys.stderr.write(done.stderr)
             return EXIT_OK if done.returncode == 0 else EXIT_FAILED
-        print(f"tandem backfill: the metadata DB is busy; again in {2 * (attempt + 1)}s", file=sys.stderr)
+        print(f"{prog}: the metadata DB is busy; again in {2 * (attempt + 1)}s", file=sys.stderr)
         time.sleep(2 * (attempt + 1))
     return EXIT_FAILED
+
+
+def trigger_args(ds: date, now: datetime | None = None) -> list[str]:
+    """``airflow dags trigger`` for the night of ``ds``: the conf ``{"ds": ds}`` and a run id that
+    names the day, ``manual__ds:<ds>__<now, UTC, seconds>``."""
+    from mtl_model.pipeline.airflow_env import DAG_ID
+    from mtl_model.pipeline.run_ids import run_id_for
+
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    conf = json.dumps({"ds": ds.isoformat()})
+    return ["dags", "trigger", DAG_ID, "--conf", conf, "--run-id", run_id_for("manual", ds, stamp)]
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    """Queue a manual run of the night of ``--ds`` for the running scheduler (``airflow dags
+    trigger``); it replaces the day's outputs once the nights before it are done."""
+    settings = load_settings()
+    check_nights(settings, [args.ds])
+    command = trigger_args(args.ds)
+    print(f"tandem trigger: airflow {' '.join(command)}", flush=True)
+    return _airflow_retried("tandem trigger", command)
+
+
+RUN_COLUMNS = ("ds", "run_id", "state", "run_type", "note", "start_date", "end_date")
+
+
+def nightly_runs(business_tz: str) -> list[dict[str, str]]:
+    """Every run of the nightly DAG in the metadata DB (as ``airflow dags list-runs`` reads them),
+    newest first, with the ds it processes (``run_ids.ds_of_run``: the conf's, else the day before
+    its logical date or run_after; empty for a day not ended). Needs Airflow's environment set."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from mtl_model.pipeline.airflow_env import DAG_ID
+    from mtl_model.pipeline.run_ids import ds_of_run
+
+    def stamp(value: datetime | None) -> str:
+        return value.isoformat() if value else ""
+
+    with create_session() as session:
+        runs = sorted(DagRun.find(dag_id=DAG_ID, session=session), key=lambda r: r.run_after, reverse=True)
+        return [
+            {
+                "ds": str(ds_of_run(run, business_tz) or ""),
+                "run_id": run.run_id,
+                "state": str(run.state),
+                "run_type": str(run.run_type),
+                "note": run.note or "",
+                "start_date": stamp(run.start_date),
+                "end_date": stamp(run.end_date),
+            }
+            for run in runs
+        ]
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """The nightly DAG's runs with their ds: a table (``ds | run_id | state | …``) or ``-o json``."""
+    from mtl_model.pipeline.airflow_env import ensure_ready
+
+    settings = load_settings()
+    ensure_ready(settings)
+    rows = nightly_runs(settings.business_tz)
+    if args.output == "json":
+        print(json.dumps(rows))
+        return EXIT_OK
+    widths = {c: max([len(c), *(len(r[c]) for r in rows)]) for c in RUN_COLUMNS}
+    for row in [dict(zip(RUN_COLUMNS, RUN_COLUMNS, strict=True)), *rows]:
+        print(" | ".join(row[c].ljust(widths[c]) for c in RUN_COLUMNS).rstrip())
+    return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -295,6 +373,27 @@ Runs in this process do not retry a failed task."""
         "instead of running them in this process",
     )
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser(
+        "trigger",
+        help="queue a run of one day for the running scheduler (airflow dags trigger), its ds in the run id",
+        description="""\
+Checks the day as `tandem run` does, then runs `airflow dags trigger tandem_nightly --conf
+'{"ds": D}' --run-id manual__ds:D__<now>`: the scheduler runs it after any night of D or an earlier
+day still queued or running; it replaces the day's outputs and published tables.""",
+    )
+    p.add_argument("--ds", type=_date, required=True, help="the business day to process, YYYY-MM-DD")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser(
+        "runs",
+        help="list the nightly DAG's runs in Airflow's metadata DB, each with the ds it processes",
+        description="Every run (scheduled, backfill, manual, in process), newest first: the ds it "
+        "processes (the conf's, else the day before its logical date), its run id, state, type, note "
+        "and times.",
+    )
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="the format")
+    p.set_defaults(func=cmd_runs)
 
 
 def _tidy(sub: argparse._SubParsersAction) -> None:
