@@ -22,6 +22,19 @@ BUILT_DS = date(2026, 3, 4)  # the day `built_once` is built for (first build: e
 TINY = SimConfig(n_users=150, n_items=80, seed=7, bot_rate=0.02)
 
 
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module's fits: small batches on a shared machine (see
+    mtl_model.learn.device.torch_threads). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 @pytest.fixture(scope="session")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A landing zone of 5 simulated days (read-only for tests: copy it to change it)."""

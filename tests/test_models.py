@@ -28,12 +28,7 @@ TASKS = ("click", "cart", "purchase")
 LAYOUT_1 = Path(__file__).parent / "fixtures" / "model_layout1.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def inputs(n: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

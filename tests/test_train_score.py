@@ -97,13 +97,7 @@ def write_inputs(settings: Settings, samples: pl.DataFrame) -> None:
     make_candidates(samples).write_parquet(folder / "candidates.parquet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small batches on a shared machine (see mtl_model.learn.device.torch_threads)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")
