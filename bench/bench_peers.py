@@ -26,10 +26,11 @@ when H has them, for the ceiling row), and every Tandem run trains and registers
   by early stopping on the same day). ``hist_*`` sequence columns are not used by any model.
 
 Metrics on the validation split of day D (the users that ``train()`` picks its epoch on; the test
-split's users are left out, as the peers pick their epochs there too): AUC and GAUC per task (:mod:`mtl_model.learn.metrics`, GAUC grouped by
-``user_id``), mean ± sample standard deviation over the seeds; ``mean_auc``: the mean over the tasks.
-On a view-only source (the export holds sampled negatives) also ``auc_<task>_views`` and
-``mean_auc_views``: the AUC among real exposures only, where a sampled negative cannot help.
+split's users are left out, as the peers pick their epochs there too): AUC and GAUC per task
+(:mod:`mtl_model.learn.metrics`, GAUC grouped by ``user_id``), mean ± sample standard deviation over the
+seeds; ``mean_auc``: the mean over the tasks. On a view-only source (the export holds sampled negatives)
+also ``auc_<task>_views`` and ``mean_auc_views``: the AUC among real exposures only, where a sampled
+negative cannot help.
 ``samples/s``: training rows per second of the fastest epoch over all seeds (training steps only; the
 machine is shared, so compare within one table). A peer that fails on the data is caught: its row
 carries the reason. Nothing here asserts anything.

@@ -65,6 +65,21 @@ def within_user_spearman(df: pl.DataFrame, score: str, truth: str) -> float:
     return float(per_user.filter((pl.col("n") >= 2) & pl.col("rho").is_finite())["rho"].mean())
 
 
+def shown_split_spearman(scored: pl.DataFrame, exposed: pl.DataFrame) -> dict[str, float]:
+    """The within-user Spearman of p_click (and p_purchase) with the truth among the candidates the
+    user was exposed to in the training window (``exposed``: user_id, item_id) and among the others,
+    the ones the feed never showed the user."""
+    key = ["user_id", "item_id"]
+    flag = exposed.select(pl.col(k).cast(pl.String) for k in key).unique().with_columns(shown=pl.lit(True))
+    rows = scored.join(flag, on=key, how="left").with_columns(pl.col("shown").fill_null(False))
+    out = {}
+    for name, part in (("shown", rows.filter("shown")), ("never shown", rows.filter(~pl.col("shown")))):
+        out[f"{name} share"] = part.height / max(rows.height, 1)
+        out[f"{name} p_click"] = within_user_spearman(part, "p_click", "true_click")
+        out[f"{name} p_purchase"] = within_user_spearman(part, "p_purchase", "true_purchase")
+    return out
+
+
 def catalogue_oracle(
     config, users: pl.DataFrame, in_stock: pl.DataFrame, bought: pl.DataFrame | None, chunk: int = 2_000_000
 ) -> pl.DataFrame:
@@ -117,7 +132,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--retrieval", choices=("off", "two_tower"), default="off")
     parser.add_argument("--retrieval-top-n", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=None, help="TANDEM_SEED: the simulated shop, the model")
     args = parser.parse_args()
+    if args.seed is not None:
+        os.environ["TANDEM_SEED"] = str(args.seed)
     home = Path(tempfile.mkdtemp(prefix="tandem-bench-ranking-"))
     os.environ["TANDEM_HOME"] = str(home)  # the DAG's tasks load their settings from the environment
     os.environ["TANDEM_TOP_K"] = str(args.k)
@@ -284,6 +302,12 @@ def main() -> None:
         f"p_click {within_user_spearman(human_users, 'p_click', 'true_click'):.4f}, "
         f"p_purchase {within_user_spearman(human_users, 'p_purchase', 'true_purchase'):.4f} "
         f"(position_bias={settings.position_bias})"
+    )
+    exposed = pl.read_parquet(settings.export_dir(last) / "samples.parquet", columns=["user_id", "item_id"])
+    split = shown_split_spearman(human_users, exposed)
+    print(
+        "  split by whether the feed showed the pair in the training window: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in split.items())
     )
     print(
         f"\nrec_feedback of {last} (replay: the lists of {last - timedelta(days=1)} against what users did):"

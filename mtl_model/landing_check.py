@@ -287,9 +287,7 @@ def _event_type_counts(path: Path) -> dict[str, int]:
     """Rows per event type of an accepted events file (lower-cased, as staging reads them)."""
     column = pq.read_table(path, columns=["event_type"]).column("event_type")
     counts = pc.value_counts(pc.utf8_lower(column.cast(pa.string())))
-    return {
-        str(v["values"]): int(v["counts"]) for v in counts.to_pylist() if v["values"] is not None
-    }
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist() if v["values"] is not None}
 
 
 def landed_event_types(settings: Settings, days: Iterable[date]) -> dict[str, int] | None:

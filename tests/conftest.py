@@ -22,7 +22,6 @@ BUILT_DS = date(2026, 3, 4)  # the day `built_once` is built for (first build: e
 TINY = SimConfig(n_users=150, n_items=80, seed=7, bot_rate=0.02)
 
 
-
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for a test module's fits: small batches on a shared machine (see
@@ -34,6 +33,7 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
 
 @pytest.fixture(scope="session")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Path:

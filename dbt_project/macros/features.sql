@@ -28,6 +28,20 @@
   (({{ hits }}) + {{ prior }} * {{ strength }}) / (({{ trials }}) + {{ strength }})
 {%- endmacro %}
 
+{#- The user × category features of a pair with no row in user_category_features (no event in its
+    30 days), as `select * replace (...)` items: counts 0, click share 0 when the user clicked anything
+    (null when the user clicked nothing), CTR the smoothed prior of user_category_features (0.1). Left
+    null, the encoder would fill them with the training median, as if the user had clicked in the
+    category (docs/benchmarks.md, "Recommendation lists against the simulator's truth"). Used by
+    training_samples and scoring_candidates; mtl_model.outputs.score.uc_no_events is the same rule for
+    the retrieval candidates. -#}
+{% macro uc_no_event_fill() -%}
+    coalesce(f_uc_clicks_30d, 0) as f_uc_clicks_30d,
+    coalesce(f_uc_click_share_30d, case when f_u_clicks_30d > 0 then 0.0 end) as f_uc_click_share_30d,
+    coalesce(f_uc_ctr_30d, {{ smoothed_rate('0', '0', 0.1) }}) as f_uc_ctr_30d,
+    coalesce(f_uc_purchases_30d, 0) as f_uc_purchases_30d
+{%- endmacro %}
+
 {#- Left joins of the point-in-time features as of `as_of` onto exposures / candidates aliased `x`
     (columns user_id, item_id, category_id, query). Used by training_samples (as of the day before each
     exposure) and scoring_candidates (as of the run date). `first_day`..`last_day` bound the as-of

@@ -60,6 +60,7 @@ USER_CATEGORIES_EXPORT = "scoring_user_categories.parquet"  # active users' user
 USER_PREFIXES = ("f_u_", "hist_")  # candidate columns that depend on the user alone
 PARTS_DIR = "score_parts"  # outputs/ds=D/score_parts/part-<k>-of-<K>.parquet, until merged
 PART_SEED = 20261202  # the user hash that cuts the users into TANDEM_SCORE_PARTS slices
+UC_CTR_PRIOR = 0.1  # f_uc_ctr_30d with no exposure: smoothed_rate's prior in user_category_features.sql
 
 
 def fused_score(
@@ -117,12 +118,23 @@ def retrieval_offered(settings: Settings, ds: date) -> pl.DataFrame:
     return pl.read_parquet(path, columns=["user_id", "item_id", "retrieval_rank"])
 
 
+def uc_no_events() -> list[pl.Expr]:
+    """The user × category features of a pair with no ``user_category_features`` row (no event in its
+    30 days), as the ``uc_no_events`` fill of ``training_samples`` / ``scoring_candidates`` sets them:
+    counts 0, click share 0 when the user clicked anything, CTR the smoothed prior (0.1)."""
+    return [
+        pl.col("f_uc_clicks_30d", "f_uc_purchases_30d").fill_null(0.0),
+        pl.col("f_uc_click_share_30d").fill_null(pl.when(pl.col("f_u_clicks_30d") > 0).then(0.0)),
+        pl.col("f_uc_ctr_30d").fill_null(UC_CTR_PRIOR),
+    ]
+
+
 def retrieval_rows(settings: Settings, ds: date, offered: pl.DataFrame) -> pl.DataFrame:
     """Candidate rows, with the columns and types of ``candidates.parquet``, for the ``offered`` pairs
     that the dbt sources did not offer. The features are those ``scoring_candidates`` joins as of D
     (``feature_joins``, ``feature_columns``): the user's columns (``f_u_*``, ``hist_*``) from the
     user's candidate rows, the item's from ``scoring_items``, the user × category ones from
-    ``scoring_user_categories`` (null where the user has none, as the left join), no query (so no
+    ``scoring_user_categories`` (where the user has none: :func:`uc_no_events`, as the SQL), no query (so no
     ``f_qc_*``), ``f_x_price_vs_user_level`` as the SQL computes it. Users without a candidate row
     (no user columns) get no retrieval rows; ``source_mask`` is ``RETRIEVAL_BIT`` and
     ``best_source_rank`` the retrieval rank."""
@@ -150,6 +162,7 @@ def retrieval_rows(settings: Settings, ds: date, offered: pl.DataFrame) -> pl.Da
             pl.col("retrieval_rank").alias("best_source_rank"),
             pl.when(avg_price != 0).then(pl.col("price") / avg_price).alias("f_x_price_vs_user_level"),
         )
+        .with_columns(uc_no_events() if "f_uc_clicks_30d" in schema.names() else [])
         .sort("user_id", "item_id")
         .collect()
     )

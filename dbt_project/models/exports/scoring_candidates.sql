@@ -156,10 +156,13 @@ pairs as (
 )
 
 -- features as of the end of the run date: the recommendations are for the next day
-select x.*, {{ feature_columns() }},
-    it.title  -- text input (TANDEM_TEXT): the item's title in the run date's snapshot (query: null)
-from pairs as x
-{{ feature_joins(day, day, day) }}
-left join (select item_id, title from {{ ref('items') }} where ds = {{ day }}) as it
-    on it.item_id = x.item_id
-order by x.user_id, x.item_id
+select * replace ({{ uc_no_event_fill() }})
+from (
+    select x.*, {{ feature_columns() }},
+        it.title  -- text input (TANDEM_TEXT): the item's title in the run date's snapshot (query: null)
+    from pairs as x
+    {{ feature_joins(day, day, day) }}
+    left join (select item_id, title from {{ ref('items') }} where ds = {{ day }}) as it
+        on it.item_id = x.item_id
+) as candidates
+order by user_id, item_id

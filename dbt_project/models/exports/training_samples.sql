@@ -6,6 +6,8 @@
 {# Exposures of the training window (the `train_window_days` days ending at the run date; the run
     date itself is the validation day), with labels and the point-in-time features as of the day
     BEFORE each exposure: nothing from the exposure's own day leaks into its features. -#}
+select * replace ({{ uc_no_event_fill() }})
+from (
 select
     x.ds, x.exposure_id, x.user_id, x.item_id, x.category_id, x.scene, x.position, x.price,
     x.click, x.cart, x.purchase, x.fav, x.exposure,
@@ -19,4 +21,5 @@ from {{ ref('interactions') }} as x
 asof left join (select item_id, ds, title from {{ ref('items') }} where ds < {{ day }}) as it
     on it.item_id = x.item_id and it.ds < x.ds
 where x.ds between {{ day }} - interval ({{ int_setting('train_window_days') }} - 1) day and {{ day }}
-order by x.ds, x.exposure_id
+) as samples
+order by ds, exposure_id
