@@ -174,7 +174,8 @@ def _assert_quiet_success(out: subprocess.CompletedProcess, logs: Path) -> None:
     }
     assert '"resource_type"' in (logs / "run.log").read_text()  # cosmos's dbt ls JSON: in the log only
     train_log = (logs / "train.log").read_text()
-    assert "epoch 1/2: train loss" in train_log and " samples/s, validation" in train_log  # INFO lines
+    # INFO lines; the most epochs is 2, or more on this small window (TANDEM_MIN_STEPS)
+    assert re.search(r"epoch 1/\d+: train loss", train_log) and " samples/s, validation" in train_log
 
 
 @pytest.mark.slow
