@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import torch
 from mtl_model.learn.registry import read_current_version
 from mtl_model.pipeline import nightly
 from tests.conftest import BUILT_DS, tandem_env, tandem_settings
+
+# torchrun's report of a worker killed by a signal: SIGABRT (-6, a heap check in malloc) or SIGSEGV (-11)
+SIGNAL_DEATH = re.compile(r"exitcode: -(?:6|11)\b")
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
 
@@ -34,7 +38,12 @@ def test_train_step_on_two_cpu_processes_gives_the_model_of_one(
 ) -> None:
     one = _night(built_once, tmp_path / "one", monkeypatch, 1)
     assert '"world_size"' not in capfd.readouterr().out  # in process: no torchrun
-    two = _night(built_once, tmp_path / "two", monkeypatch, 2)
+    try:
+        two = _night(built_once, tmp_path / "two", monkeypatch, 2)
+    except RuntimeError as exc:  # one retry for a gloo worker's signal death (see test_train_score)
+        if "training under torchrun" not in str(exc) or not SIGNAL_DEATH.search(capfd.readouterr().err):
+            raise
+        two = _night(built_once, tmp_path / "two-again", monkeypatch, 2)
     lines = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith('{"version"')]
     assert [x["world_size"] for x in lines] == [2]  # rank 0 of a world of two printed its result
     assert two["summary"].keys() == one["summary"].keys() == {"version", "promoted", "reason"}
