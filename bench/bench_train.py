@@ -61,7 +61,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     Tensors,
     Timer,
-    real_exposures,
     simulated_samples,
     table,
     to_tensors,
@@ -75,6 +74,7 @@ from mtl_model.learn.fit import fit_model  # noqa: E402
 from mtl_model.learn.metrics import auc, gauc  # noqa: E402
 from mtl_model.learn.networks import build_model, predict_proba  # noqa: E402
 from mtl_model.learn.options import TOWER_DIM  # noqa: E402
+from mtl_model.learn.samples import real_exposures  # noqa: E402
 from mtl_model.sources.simulate import SimConfig  # noqa: E402
 
 LAST_DAY = date(2026, 3, 7)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
@@ -172,15 +171,6 @@ class Tensors:
     train_df: pl.DataFrame
     valid_df: pl.DataFrame
     tasks: tuple[str, ...] = TASKS  # the label columns of y_tr / y_va, in order
-
-
-def real_exposures(df: pl.DataFrame | None) -> np.ndarray | None:
-    """The rows that were real exposures (a boolean mask) when ``df`` also holds sampled negatives
-    (``exposure`` = ``sampled``: a view-only source); ``None`` when every row is real."""
-    if df is None or "exposure" not in df.columns:
-        return None
-    sampled = df.get_column("exposure").cast(pl.String()).fill_null("") == "sampled"
-    return None if not sampled.any() else (~sampled).to_numpy()
 
 
 def to_tensors(samples: pl.DataFrame, spec: FeatureSpec | None = None) -> Tensors:

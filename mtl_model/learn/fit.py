@@ -281,14 +281,15 @@ def _trainer(
     weighting: LossWeighting,
     device: torch.device,
     world: tuple[int, int],
+    epochs: int,
 ) -> _Trainer:
-    """The optimizers, the row order and the precision of a fit of ``model`` (see :func:`fit_model`)."""
+    """The optimizers, the row order and the precision of a fit of ``model`` over ``epochs`` (the
+    schedule's length; see :func:`fit_model`)."""
     shared: list[torch.nn.Parameter] = []
     if weighting.method == "gradnorm":
         shared = model.shared_parameters()  # GradNorm's W: the last shared layer
     elif weighting.method == "pcgrad":
         shared = model.shared_backbone_parameters()  # PCGrad projects on the whole shared backbone
-    rows = targets.shape[0]
     pos_weight = positive_weights(targets, settings.class_balance).tolist()
     opt_dense, opt_sparse = _optimizers(model, weighting, settings)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -316,7 +317,7 @@ def _trainer(
         world=world,
         lr=settings.learning_rate,
         schedule=settings.lr_schedule,
-        total_steps=planned_epochs(settings, rows) * math.ceil(rows / settings.batch_size),
+        total_steps=epochs * math.ceil(targets.shape[0] / settings.batch_size),
     )
 
 
@@ -463,9 +464,9 @@ def fit_model(
     data = tuple(t.to(device) for t in train)
     n, tasks = data[0].shape[0], tuple(model.tasks)
     weighting = (weighting if weighting is not None else weighting_from(settings, len(tasks))).to(device)
-    trainer = _trainer(model, train[2], settings, weighting, device, world)
-    ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     epochs = planned_epochs(settings, n)
+    trainer = _trainer(model, train[2], settings, weighting, device, world, epochs)
+    ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     progress = _resume(trainer, ckpt_path, fingerprint, epochs)
     resumed_from, samples, seconds = progress.epoch, 0, 0.0
 
