@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # inverted dropout after each hidden ReLU of the shared bottom, the experts and the task towers,
     # in training only (scoring runs in eval mode); 0: off, and no random draws
     dropout: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.0
+    # fm: the factorization machine's pairwise dot products of the embeddings (user · item, ...) added
+    # to every task's logit (networks/fm.py, as in DeepFM); none: the network alone
+    interaction: Literal["none", "fm"] = "none"
     test_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5  # users of ds held out from selection
     device: Literal["auto", "cpu", "cuda"] = "auto"
     promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC

@@ -48,6 +48,7 @@ _WHEN_SET = {
     "embedding_weight_decay": 0.0,
     "dropout": 0.0,
     "min_steps": 200,
+    "interaction": "none",
 }
 
 
@@ -96,6 +97,8 @@ def model_kwargs(
         kwargs["text"] = {"buckets": settings.text_buckets, "length": settings.text_length}
     if settings.dropout > 0:  # absent at 0: configs (and version names) of older models stay the same
         kwargs["dropout"] = float(settings.dropout)
+    if settings.interaction != "none":  # absent when off, like the dropout
+        kwargs["interaction"] = settings.interaction
     if settings.architecture == "mmoe":
         kwargs["n_experts"] = settings.n_experts
     if settings.architecture == "ple":

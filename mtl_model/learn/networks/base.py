@@ -20,6 +20,7 @@ from torch import nn
 from mtl_model.learn.networks.din import TargetAttention
 from mtl_model.learn.networks.embedding import FeatureEmbedding
 from mtl_model.learn.networks.esmm import ESMM_PARENT, product_logit
+from mtl_model.learn.networks.fm import FMTerm
 from mtl_model.learn.networks.pal import ProbSeen, with_position_bias
 from mtl_model.learn.networks.text import TitleQueryText
 from mtl_model.learn.networks.towers import SceneTower, TaskTowers
@@ -89,6 +90,9 @@ class MultiTaskNet(nn.Module):
       carries, after the sequence's columns, L n-gram codes of the item's title and L of the query;
       one shared encoder reads both, and the title's vector [B, D] and the query–title cosine [B, 1]
       join the backbone's input.
+    * ``interaction="fm"`` (:mod:`mtl_model.learn.networks.fm`, DeepFM's FM part): the pairwise
+      dot products of the fields' embeddings (the relevance columns, plus DIN's interest vector) go
+      straight into every task's logit, through per-task weights [T, D]; ``None``: no such term.
     * ``dropout`` (p): inverted dropout after each hidden ReLU of the backbone (shared bottom,
       experts) and of the task towers, in train mode only; subclasses read ``self.dropout``.
 
@@ -112,8 +116,11 @@ class MultiTaskNet(nn.Module):
         history: dict | None = None,
         text: dict | None = None,
         dropout: float = 0.0,
+        interaction: str | None = None,
     ) -> None:
         super().__init__()
+        if interaction not in (None, "fm"):
+            raise ValueError(f"interaction must be None or 'fm', not {interaction!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         self.dropout = float(dropout)
@@ -153,6 +160,7 @@ class MultiTaskNet(nn.Module):
             self.in_dim += self.text.out_dim
             first = self.n_features + (int(history["length"]) * len(history["fields"]) if history else 0)
             self._text_columns = slice(first, first + 2 * length)  # title's L codes, then the query's
+        self.fm = FMTerm(len(self.tasks), embedding_dim) if interaction == "fm" else None
         self.register_load_state_dict_pre_hook(_upgrade_layout_1)
         self.tower_dim = tower_dim
         self.scene_towers: nn.ModuleDict | None = None
@@ -233,7 +241,11 @@ class MultiTaskNet(nn.Module):
         scene = cat[:, self.scene_index] if self.scene_index is not None else None  # [B]
         reps, gates = self._backbone(x, scene_emb)  # [T, B, H]
         logits: dict[str, torch.Tensor] = {}
-        z = self.towers(reps).unbind(0)  # T × [B]
+        z = self.towers(reps)  # [T, B]
+        if self.fm is not None:  # the fields' pairwise dot products, per task
+            fields = vectors if interest is None else torch.cat([vectors, interest.unsqueeze(1)], dim=1)
+            z = z + self.fm(fields)  # [T, B] + [T, B]
+        z = z.unbind(0)  # T × [B]
         for k, task in enumerate(self.tasks):
             logits[task] = z[k]
             if self.scene_towers is not None:

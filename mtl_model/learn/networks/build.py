@@ -42,11 +42,13 @@ def build_model(
     history: dict | None = None,
     text: dict | None = None,
     dropout: float = 0.0,
+    interaction: str | None = None,
 ) -> MultiTaskNet:
     """Build the architecture called ``name``; raises ``ValueError`` for an unknown name.
 
     ``esmm=None`` means the default of :func:`default_esmm`; ``ple_levels=None`` means
-    ``min(2, len(hidden_dims))``; ``dropout``: after each hidden ReLU, in training only.
+    ``min(2, len(hidden_dims))``; ``dropout``: after each hidden ReLU, in training only;
+    ``interaction="fm"``: the FM pairwise term in every task's logit (:mod:`~mtl_model.learn.networks.fm`).
     """
     tasks = tuple(tasks)
     if esmm is None:
@@ -60,6 +62,7 @@ def build_model(
         history=history,
         text=text,
         dropout=float(dropout),
+        interaction=interaction,
     )
     hidden_dims = tuple(int(d) for d in hidden_dims)
     if name == "shared_bottom":
