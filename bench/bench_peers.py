@@ -3,6 +3,7 @@ trained on exactly the rows and features that Tandem exported for one night.
 
     python bench/bench_peers.py --home H --ds D                     # 3 seeds, 1 thread
     python bench/bench_peers.py --home H --ds D --seeds 1 --epochs 1 --only "deepctr MMOE"   # a quick look
+    python bench/bench_peers.py --home H --ds D --only tandem --set interaction=fm   # a Tandem option
 
 Input: ``H/exports/run_date=D/samples.parquet`` as the nightly export wrote it (any ``tandem ingest``
 format or the simulator): the training window (days before D) and the validation day D. Nothing under H is
@@ -141,6 +142,7 @@ def tandem_settings(scratch: Path, arch: str, seed: int, tasks: tuple[str, ...],
     extra = {"hidden_dims": PLE_HIDDEN} if arch == "ple" else {}
     if args.epochs:
         extra["epochs"] = args.epochs
+    extra.update(dict(item.split("=", 1) for item in args.set))  # validated by Settings
     return scratch_settings(
         scratch,
         seed=seed,
@@ -218,7 +220,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--architectures", default=",".join(ARCHITECTURES), help="Tandem's joint models")
     parser.add_argument("--only", default="", help="comma-separated row-name prefixes to run (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a setting of Tandem's runs (repeat)"
+    )
+    args = parser.parse_args(argv)
+    if bad := [item for item in args.set if "=" not in item]:
+        parser.error(f"--set needs NAME=VALUE, not {bad[0]!r}")
+    return args
 
 
 def selected(name: str, args) -> bool:

@@ -31,6 +31,11 @@ Every list from the candidates has the category cap. Each list is shown in the h
 positions 1..K and judged by ``mtl_model.sources.simulate.true_probabilities``. Reported per user: expected
 clicks, expected purchases, and each as a share of its oracle. Click bots are left out (their truth
 is a rule, not a taste). The ``rec_feedback`` replay rows of the last night are printed alongside.
+With ``--signals`` it also prints what could rank the candidates at all (:func:`signal_spearman`): each
+numeric input's within-user Spearman with the truth, the truth's own parts (user · item affinity,
+item quality), a category ceiling (a model that knew each user's taste for each category and each
+item's quality, but nothing item-specific beyond that), and how well the model's own user and item
+embeddings learned the taste (the within-user Spearman of their dot product with the affinity).
 Nothing is asserted.
 """
 
@@ -62,7 +67,8 @@ def within_user_spearman(df: pl.DataFrame, score: str, truth: str) -> float:
         pl.col(truth).rank().over("user_id").alias("b"),
     )
     per_user = ranked.group_by("user_id").agg(pl.corr("a", "b").alias("rho"), pl.len().alias("n"))
-    return float(per_user.filter((pl.col("n") >= 2) & pl.col("rho").is_finite())["rho"].mean())
+    rho = per_user.filter((pl.col("n") >= 2) & pl.col("rho").is_finite())["rho"].mean()
+    return float("nan") if rho is None else float(rho)
 
 
 def shown_split_spearman(scored: pl.DataFrame, exposed: pl.DataFrame) -> dict[str, float]:
@@ -78,6 +84,62 @@ def shown_split_spearman(scored: pl.DataFrame, exposed: pl.DataFrame) -> dict[st
         out[f"{name} p_click"] = within_user_spearman(part, "p_click", "true_click")
         out[f"{name} p_purchase"] = within_user_spearman(part, "p_purchase", "true_purchase")
     return out
+
+
+def signal_spearman(config, candidates: pl.DataFrame, model, encoders) -> list[dict]:
+    """Within-user Spearman with the true p_click (home feed, position 1) of each numeric input of
+    ``candidates`` and of the truth's parts; of the model's user · item embedding dot product with
+    the true affinity. Click bots are left out."""
+    import torch
+
+    from mtl_model.sources.simulate import true_probabilities
+    from mtl_model.sources.simulator.ids import indices
+    from mtl_model.sources.simulator.universe import Universe
+
+    uni = Universe(config)
+    u = indices(candidates["user_id"], "u", config.n_users)
+    i = indices(candidates["item_id"], "i", config.n_items)
+    truth = true_probabilities(
+        config, candidates["user_id"], candidates["item_id"], np.ones(candidates.height)
+    )
+    aff = (uni.user_vec[u] * uni.item_vec[i]).sum(axis=1) / np.sqrt(config.latent_dim)
+    item_cat = uni.item_cat[i]
+    centre = np.zeros((int(uni.item_cat.max()) + 1, config.latent_dim))
+    np.add.at(centre, uni.item_cat, uni.item_vec)
+    centre /= np.maximum(np.bincount(uni.item_cat, minlength=centre.shape[0]), 1)[
+        :, None
+    ]  # ≈ category vector
+    cat_aff = (uni.user_vec[u] * centre[item_cat]).sum(axis=1) / np.sqrt(config.latent_dim)
+    cat, _ = encoders.encode(candidates)
+    with torch.no_grad():
+        vectors = model.embedding(cat)  # [N, C, D]: user_id and item_id are the first two columns
+    learned = (vectors[:, 0] * vectors[:, 1]).sum(dim=1).numpy()
+    parts = {
+        "truth: user · item affinity": aff,
+        "truth: item quality": uni.item_quality[i],
+        "category ceiling: 0.7 · user · category + item quality": 0.7 * cat_aff + uni.item_quality[i],
+        "model's user · item embeddings (vs the affinity)": learned,
+    }
+    df = candidates.with_columns(
+        truth["p_click"].alias("true_click"),
+        pl.Series("aff", aff),
+        *(pl.Series(f"_s{k}", values) for k, values in enumerate(parts.values())),
+    ).filter(pl.col("true_click").is_not_null() & ~pl.Series(uni.is_bot[u]))
+    rows = [
+        {
+            "signal": name,
+            "spearman": within_user_spearman(df, f"_s{k}", "aff" if "model" in name else "true_click"),
+        }
+        for k, name in enumerate(parts)
+    ]
+    for name, dtype in candidates.schema.items():
+        if name.startswith("f_") and dtype.is_numeric():
+            rho = within_user_spearman(
+                df.with_columns(pl.col(name).cast(pl.Float64).fill_null(-1.0)), name, "true_click"
+            )
+            if rho == rho:  # nan: constant within every user
+                rows.append({"signal": name, "spearman": rho})
+    return sorted(rows, key=lambda r: -abs(r["spearman"]))
 
 
 def catalogue_oracle(
@@ -133,6 +195,7 @@ def main() -> None:
     parser.add_argument("--retrieval", choices=("off", "two_tower"), default="off")
     parser.add_argument("--retrieval-top-n", type=int, default=100)
     parser.add_argument("--seed", type=int, default=None, help="TANDEM_SEED: the simulated shop, the model")
+    parser.add_argument("--signals", action="store_true", help="print what could rank the candidates")
     args = parser.parse_args()
     if args.seed is not None:
         os.environ["TANDEM_SEED"] = str(args.seed)
@@ -313,6 +376,13 @@ def main() -> None:
         f"\nrec_feedback of {last} (replay: the lists of {last - timedelta(days=1)} against what users did):"
     )
     print(feedback.pivot(on="recommender", index="metric", values="value"))
+    if args.signals:
+        print(
+            "\nwithin-user Spearman with the true p_click of each signal (of the affinity: the embeddings):"
+        )
+        print(
+            table(signal_spearman(config, candidates, model, encoders), ["signal", "spearman"], markdown=True)
+        )
 
 
 if __name__ == "__main__":

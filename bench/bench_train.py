@@ -14,6 +14,8 @@ every model below trains on the same tensors with the same batch size, learning 
 dbt feature models) to every model's input, and rows that train on the same features without the log
 of counts and amounts (``FeatureSpec(log_counts=False)``), to measure that transform.
 
+* ``+fm`` rows: the same model with the FM term (``interaction="fm"``, ``TANDEM_INTERACTION=fm``; off
+  by default); the other rows are the network alone, as in earlier tables.
 * ``tandem``: :func:`mtl_model.learn.fit.fit_model`, the nightly training loop (tensors in memory, a seeded
   permutation per epoch, fused Adam, or a row-sparse Adam on the embeddings + Adam on the rest).
 * ``rechub/own``: torch-rechub 0.9.0 with
@@ -114,7 +116,14 @@ def fit_settings(args, **options) -> Settings:
 
 
 def run_tandem(
-    t: Tensors, arch: str, hidden: tuple[int, ...], esmm: bool, sparse: bool, args, weighting: str = "fixed"
+    t: Tensors,
+    arch: str,
+    hidden: tuple[int, ...],
+    esmm: bool,
+    sparse: bool,
+    args,
+    weighting: str = "fixed",
+    interaction: str | None = None,
 ) -> dict:
     torch.manual_seed(args.seed)
     scene = t.encoders.spec.categorical.index("scene")
@@ -129,6 +138,7 @@ def run_tandem(
         esmm=esmm,
         scene_index=scene,
         sparse=sparse,
+        interaction=interaction,
     )
     y_tr = t.y_tr.clone()
     if esmm:  # ESMM targets: click ∧ task
@@ -146,7 +156,9 @@ def run_tandem(
     return {"samples_per_s": speed, **quality({task: p[task].numpy() for task in t.tasks}, t)}
 
 
-def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dict:
+def run_single_task(
+    t: Tensors, arch: str, hidden: tuple[int, ...], args, interaction: str | None = None
+) -> dict:
     """One model per task, same architecture and capacity, no ESMM (the nightly single_task baseline).
     Speed: training rows per second for the three models together (one pass over the data each)."""
     scene = t.encoders.spec.categorical.index("scene")
@@ -163,6 +175,7 @@ def run_single_task(t: Tensors, arch: str, hidden: tuple[int, ...], args) -> dic
             esmm=False,
             scene_index=scene,
             sparse=True,
+            interaction=interaction,
         )
         fit = fit_model(
             model,
@@ -407,6 +420,18 @@ def bench_rows(t: Tensors, t_linear: Tensors | None, args: argparse.Namespace) -
         ("tandem ple+esmm sparse", lambda: run_tandem(t, "ple", (128, 64), True, True, args)),
         ("tandem single-task shared_bottom x3", lambda: run_single_task(t, "shared_bottom", (128, 64), args)),
         ("tandem single-task mmoe x3", lambda: run_single_task(t, "mmoe", (128, 64), args)),
+        (
+            "tandem shared_bottom sparse +fm",
+            lambda: run_tandem(t, "shared_bottom", (128, 64), False, True, args, interaction="fm"),
+        ),
+        (
+            "tandem mmoe+esmm sparse +fm",
+            lambda: run_tandem(t, "mmoe", (128, 64), True, True, args, interaction="fm"),
+        ),
+        (
+            "tandem single-task shared_bottom x3 +fm",
+            lambda: run_single_task(t, "shared_bottom", (128, 64), args, "fm"),
+        ),
         ("tandem mmoe dense", lambda: run_tandem(t, "mmoe", (128, 64), False, False, args)),
         ("tandem mmoe sparse", lambda: run_tandem(t, "mmoe", (128, 64), False, True, args)),
         ("tandem ple[64x2] dense", lambda: run_tandem(t, "ple", (64, 64), False, False, args)),
