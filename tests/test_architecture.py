@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = [p for d in ("mtl_model", "checks", "dags") for p in sorted((ROOT / d).rglob("*.py"))]
-ROOT_MODULES = {"config", "contract", "dates", "files", "landing_check", "__init__", "__version__"}
+ROOT_MODULES = {"config", "contract", "dates", "files", "hashing", "landing_check", "__init__", "__version__"}
 # what each room may import from mtl_model (besides the root modules)
 ALLOWED = {
     "root": set(),
@@ -96,3 +96,22 @@ def test_one_atomic_writer_and_one_date_parser() -> None:
         # the one module of mtl_model that opens the warehouse (the data checks read it on their own)
         if rel.startswith("mtl_model/") and rel != "mtl_model/outputs/warehouse.py":
             assert "connect(str(settings.warehouse_path)" not in text, rel
+
+
+def test_one_hash() -> None:
+    """Every seeded draw and hash bucket comes from mtl_model.hashing (docs/architecture.md): nobody
+    else calls Polars' version-bound hash, BLAKE2b or md5 in Python, or defines a mixer of its own."""
+    for path in LIBRARY:
+        rel = str(path.relative_to(ROOT))
+        if rel == "mtl_model/hashing.py" or path.suffix != ".py":
+            continue
+        text = path.read_text()
+        for needle in (
+            ".hash(",
+            "hash_rows(",
+            "hashlib.blake2",
+            "hashlib.md5",
+            "def _mix64",
+            "0x9E3779B97F4A7C15",
+        ):
+            assert needle not in text, (rel, needle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -10,13 +11,14 @@ import pytest
 import torch
 
 from mtl_model.learn.features import (
+    BUCKET_SEED,
     ENCODERS_FORMAT,
     NULL_CODE,
     OOV_CODE,
     Encoders,
     FeatureSpec,
-    stable_bucket,
 )
+from tests.test_hashing import hash_by_hand
 
 
 @pytest.fixture
@@ -138,10 +140,24 @@ def test_large_vocabularies_are_capped_and_the_rest_hashed() -> None:
     assert codes[:2] == [2, 4] and codes[-1] == NULL_CODE
     first_bucket = 2 + 3
     assert all(first_bucket <= c < first_bucket + 5 for c in codes[2:5])
-    assert codes[2:5] == [first_bucket + stable_bucket(v, 5) for v in ("u5", "u9", "never-seen")]
-    # the same value gets the same bucket in any frame, process or machine
+    assert codes[2:5] == [first_bucket + hash_by_hand(v, BUCKET_SEED) % 5 for v in ("u5", "u9", "never-seen")]
+    # the same value gets the same bucket in any frame, process or machine (mtl_model.hashing)
     assert enc.encode(new.reverse())[0][:, 0].tolist() == codes[::-1]
-    assert stable_bucket("u123", 1000) == 986 and stable_bucket("item-42", 4096) == 2026
+    assert (
+        hash_by_hand("u123", BUCKET_SEED) % 1000 == 451
+        and hash_by_hand("item-42", BUCKET_SEED) % 4096 == 3006
+    )
+    big = Encoders.fit(df, replace(spec, hash_buckets=4096))
+    never = pl.DataFrame({"user_id": ["item-42", "u123"], "scene": ["home"] * 2})
+    assert big.encode(never)[0][:, 0].tolist() == [
+        first_bucket + 3006,
+        first_bucket + hash_by_hand("u123", BUCKET_SEED) % 4096,
+    ]
+    # encoders of format 5 hashed with BLAKE2b: refused when a column is capped, read back otherwise
+    old = enc.to_dict() | {"format": 5}
+    with pytest.raises(ValueError, match="BLAKE2b"):
+        Encoders.from_dict(old)
+    assert Encoders.from_dict(old | {"hashed": {}}).hashed == {}
     loaded = Encoders.from_json(enc.to_json())
     assert loaded == enc and torch.equal(loaded.encode(new)[0], enc.encode(new)[0])
 
@@ -171,7 +187,7 @@ def test_count_and_amount_features_get_a_log_by_a_recorded_rule(train_rows: pl.D
     assert bad[0, col].item() == pytest.approx((-math.log1p(5) - stats.mean) / stats.std, rel=1e-5)
     # the choice is in the JSON: a reader applies it without refitting
     data = enc.to_dict()
-    assert data["format"] == ENCODERS_FORMAT == 5
+    assert data["format"] == ENCODERS_FORMAT == 6
     assert (
         data["spec"]["signed_log_numeric"] == ["f_clicks_30d", "f_spend_30d"] and data["spec"]["log_counts"]
     )

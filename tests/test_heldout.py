@@ -8,6 +8,7 @@ import math
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 import torch
 from pydantic import ValidationError
@@ -17,8 +18,9 @@ from mtl_model.learn.evaluate import EvalSet, metric_name, metrics_rows, set_met
 from mtl_model.learn.fit import LR_FLOOR, lr_factor
 from mtl_model.learn.metrics import auc, auc_standard_error
 from mtl_model.learn.optim import RowSparseAdam
-from mtl_model.learn.samples import real_exposures, split_test, user_hash_fraction
+from mtl_model.learn.samples import TEST_SEED, heldout_draw, real_exposures, split_test
 from mtl_model.outputs.report.sections import reported, within_noise
+from tests.test_hashing import hash_by_hand
 
 
 def hanley_mcneil(a: float, n_pos: int, n_neg: int) -> float:
@@ -39,7 +41,7 @@ def test_auc_standard_error_is_the_formula() -> None:
     assert 0.02 < hanley_mcneil(0.6, 90, 3000) < 0.04 and hanley_mcneil(0.6, 9000, 3000) < 0.01
 
 
-def test_split_test_is_by_user_hash_and_matches_duckdb() -> None:
+def test_split_test_is_by_user_hash_and_an_analyst_gets_it_in_duckdb() -> None:
     users = [f"u{i}" for i in range(400)] + [None]
     day = pl.DataFrame({"user_id": [u for u in users for _ in range(3)], "x": range(3 * len(users))})
     valid, test = split_test(day, 0.5)
@@ -49,10 +51,26 @@ def test_split_test_is_by_user_hash_and_matches_duckdb() -> None:
     again_valid, again_test = split_test(day.reverse(), 0.5)  # order does not matter
     assert set(again_test["x"]) == set(test["x"])
     assert split_test(day, 0.0)[1].height == 0 and split_test(day, 0.0)[0].height == day.height
-    fractions = user_hash_fraction(pl.Series(["u1", "u2", "u1"]))
-    assert fractions[0] == fractions[2] and fractions.min() >= 0 and fractions.max() < 1
-    sql = "select ('0x' || left(md5(u), 8))::ubigint / 4294967296 as f from unnest(['u1', 'u2']) t(u)"
-    np.testing.assert_allclose(duckdb.sql(sql).fetchnumpy()["f"], fractions[:2])  # an analyst can redo it
+    # the draw: mtl_model.hashing's unit interval of the user id with TEST_SEED, written plainly
+    fractions = heldout_draw(pl.Series(["u1", "u2", "u1", None]))
+    want = [(hash_by_hand(u, TEST_SEED) >> 11) / 2**53 for u in ("u1", "u2", "u1", None)]
+    assert fractions.tolist() == want
+    assert set(test["user_id"].drop_nulls()) == {
+        u for u in users[:-1] if hash_by_hand(u, TEST_SEED) >> 11 < 2**52
+    }
+    # docs/models.md: the function registered in DuckDB as a vectorised (Arrow) UDF gives the same users
+    con = duckdb.connect()
+    con.create_function(
+        "heldout_draw",
+        lambda u: pa.array(heldout_draw(pl.from_arrow(u))),
+        ["VARCHAR"],
+        "DOUBLE",
+        type="arrow",
+        null_handling="special",
+    )
+    con.register("day", day.to_arrow())
+    sql = "select distinct user_id from day where heldout_draw(user_id) < 0.5"
+    assert set(con.sql(sql).pl()["user_id"]) == set(test["user_id"].unique())
 
 
 def test_real_exposures_only_when_told_apart() -> None:

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from mtl_model.config import Settings, SettingsError, load_settings
+from mtl_model.hashing import hash_strings
 from mtl_model.learn.features import (
     ENCODERS_FORMAT,
     TEXT_FIELDS,
     TEXT_SEED,
     Encoders,
     FeatureSpec,
-    hash_strings,
     text_codes,
     text_ngrams,
 )
@@ -30,34 +30,19 @@ from mtl_model.learn.networks import build_model
 from mtl_model.learn.networks.text import TextEncoder, TitleQueryText
 from mtl_model.learn.options import feature_spec, model_kwargs, options_fingerprint
 from tests.conftest import START, dbt_build, tandem_settings
-
-MASK = (1 << 64) - 1
-FNV_PRIME = 0x100000001B3
-
-
-def _mix(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
-
-
-def _hash_by_hand(text: str, seed: int = TEXT_SEED) -> int:
-    """The docstring's formula in plain Python integers: Σ b_i · P^(n−1−i) mod 2⁶⁴, then mixed."""
-    data = text.encode("utf-8")
-    h = 0
-    for b in data:
-        h = (h * FNV_PRIME + b) & MASK  # Horner's rule: the same sum of b_i · P^(n−1−i)
-    return _mix(h ^ _mix(len(data) ^ seed))
+from tests.test_hashing import hash_by_hand
 
 
 def test_hash_is_the_formula_and_the_same_in_another_process() -> None:
+    """The n-grams' hash (mtl_model.hashing with TEXT_SEED): the formula, and the values it had when it
+    lived in features.py, so a text model's buckets do not move."""
     words = ["<acme>", "acme phone", "手机", "a", "ab", "ba", "x" * 300]
-    got = hash_strings(pl.Series(words))
-    assert [int(v) for v in got] == [_hash_by_hand(w) for w in words]
+    got = hash_strings(pl.Series(words), TEXT_SEED)
+    assert [int(v) for v in got] == [hash_by_hand(w, TEXT_SEED) for w in words]
+    assert int(got[0]) == 0x84A25529BD6B1C15 and int(got[2]) == 0x2E91D690093ADD2A  # main@8573a26
     assert int(hash_strings(pl.Series(["a"]), seed=1)[0]) != int(got[3])  # the seed enters
-    code = "import polars as pl; from mtl_model.learn.features import hash_strings as h; "
-    code += f"print(list(map(int, h(pl.Series({words!r})))))"
+    code = "import polars as pl; from mtl_model.hashing import hash_strings as h; "
+    code += f"print(list(map(int, h(pl.Series({words!r}), {TEXT_SEED}))))"
     other = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -66,8 +51,6 @@ def test_hash_is_the_formula_and_the_same_in_another_process() -> None:
         check=True,
     )
     assert other.stdout.strip() == str([int(v) for v in got])
-    with pytest.raises(ValueError, match="non-empty"):
-        hash_strings(pl.Series(["a", ""]))
 
 
 def test_ngrams_are_words_then_word_pairs_then_padded_trigrams() -> None:
@@ -87,7 +70,7 @@ def test_text_codes_keep_the_first_ngrams_and_code_no_text_as_zero() -> None:
     assert codes.shape == (5, 4)
     assert (codes[[1, 2]] == 0).all()  # null and empty: no n-gram
     assert (codes[0] == codes[3]).all() and (codes[0] == codes[4]).all()  # same normalised text
-    expected = [1 + _hash_by_hand(g) % 97 for g in ["<acme>", "<phone>", "<12>", "acme phone"]]
+    expected = [1 + hash_by_hand(g, TEXT_SEED) % 97 for g in ["<acme>", "<phone>", "<12>", "acme phone"]]
     assert codes[0].tolist() == expected
     short = text_codes(pl.Series(["go"]), buckets=97, length=6)[0].tolist()
     assert short[3:] == [0, 0, 0] and min(short[:3]) >= 1  # 3 n-grams, then padding

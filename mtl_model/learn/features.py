@@ -10,8 +10,10 @@ uses exactly the vocabularies and statistics the model was trained with.
 * Very large id spaces (``FeatureSpec.max_vocab`` > 0): when a column has more than ``max_vocab``
   known values, only the ``max_vocab`` most frequent keep their own code; every other value (rarer,
   below ``min_count``, or first met at scoring time) is hashed into one of ``hash_buckets`` shared
-  codes after the vocabulary. The hash is an unkeyed BLAKE2b of the UTF-8 value, stable across
-  processes, machines and library versions (unlike Python's ``hash`` or polars' ``hash``).
+  codes after the vocabulary: :func:`mtl_model.hashing.bucket` with :data:`BUCKET_SEED`, the same in
+  every process, on every machine and with every library version (unlike Python's or polars' ``hash``).
+  Encoders of formats 1–5 hashed these values with BLAKE2b: those with a capped column are refused
+  (their buckets would not be the ones the model learned), the others read back as before.
 * Numeric columns: ``log1p`` for the columns in ``FeatureSpec.log_numeric`` (price, clipped at 0)
   and ``sign(x) · log1p(|x|)`` for those in ``FeatureSpec.signed_log_numeric`` (see below), nulls
   filled with the training median, then standardised with the training mean and standard deviation. There
@@ -33,14 +35,14 @@ uses exactly the vocabularies and statistics the model was trained with.
   space, and it is cut into n-grams, in this order: its words (``<w>``), its pairs of adjacent words
   (``w1 w2``) and the character trigrams of each word padded with ``<`` and ``>`` (fastText's
   subwords: ``<ab``, ``abc``, ``bc>``). The first ``text_length`` n-grams are kept (words first) and
-  each is coded 1 + its bucket in ``[0, text_buckets)`` by :func:`hash_strings` (0: past the text's
-  end, or no text). The codes follow the sequence's steps in the code columns. Each distinct text is
-  cut once per call (a title repeats over every exposure of its item), all of it in polars and numpy.
+  each is coded 1 + its :func:`mtl_model.hashing.bucket` in ``[0, text_buckets)`` with
+  :data:`TEXT_SEED` (0: past the text's end, or no text). The codes follow the sequence's steps in the
+  code columns. Each distinct text is cut once per call (a title repeats over every exposure of its
+  item), all of it in polars and numpy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,17 +51,21 @@ import numpy as np
 import polars as pl
 import torch
 
+from mtl_model.hashing import bucket
+
 NULL_CODE = 0
 OOV_CODE = 1
 FIRST_KNOWN_CODE = 2
-ENCODERS_FORMAT = 5  # 3: signed_log_numeric, log_counts; 4: the behaviour sequence; 5: text
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+# 3: signed_log_numeric, log_counts; 4: the behaviour sequence; 5: text; 6: capped columns hashed by
+# mtl_model.hashing (formats 1–5 used BLAKE2b: read back only when no column is capped)
+ENCODERS_FORMAT = 6
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 # sequence fields coded with a categorical column's vocabulary (and read in its embedding table)
 HISTORY_VOCABULARY = {"hist_item_ids": "item_id", "hist_category_ids": "category_id"}
 HISTORY_FIELDS = ("hist_item_ids", "hist_category_ids", "hist_event_types", "hist_days_ago")
 TEXT_FIELDS = ("title", "query")  # the item's title; the search exposure's query (null elsewhere)
 TEXT_SEED = 0x54616E64656D  # fixed: the same n-gram buckets in every process, machine and version
-_FNV_PRIME = np.uint64(0x100000001B3)
+BUCKET_SEED = 0x566F636162  # fixed: the hash buckets of a capped column ("Vocab")
 
 
 @dataclass(frozen=True)
@@ -80,34 +86,6 @@ class FeatureSpec:
     text: tuple[str, ...] = ()  # string columns cut into hashed n-grams (TEXT_FIELDS), in this order
     text_buckets: int = 1 << 16  # hash buckets of the n-grams (codes 1 … text_buckets)
     text_length: int = 32  # n-grams kept per text (codes 0 past its end)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (Steele, Lea, Flood, OOPSLA 2014), elementwise on uint64 (wrapping)."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def hash_strings(values: pl.Series, seed: int = TEXT_SEED) -> np.ndarray:
-    """uint64 hash of each non-empty string: ``h = Σ_i b_i · P^(n−1−i) mod 2⁶⁴`` over its UTF-8 bytes
-    ``b_0 … b_(n−1)`` (P the 64-bit FNV prime), then ``mix(h ^ mix(n ^ seed))`` with ``mix`` the
-    splitmix64 finaliser. Arithmetic on the bytes alone, in numpy: the same in every process, on every
-    machine and with every polars version (polars' own ``hash`` is stable within one version only)."""
-    if values.is_empty():
-        return np.zeros(0, dtype=np.uint64)
-    lengths = values.str.len_bytes().to_numpy()
-    if values.null_count() or int(lengths.min()) <= 0:
-        raise ValueError("hash_strings needs non-empty strings (no nulls)")
-    lengths = lengths.astype(np.int64)
-    data = np.frombuffer(values.str.join("").item().encode("utf-8"), dtype=np.uint8).astype(np.uint64)
-    ends = np.cumsum(lengths)
-    to_end = np.repeat(ends, lengths) - 1 - np.arange(data.size)  # bytes after this one in its string
-    powers = np.cumprod(np.full(int(lengths.max()), _FNV_PRIME, dtype=np.uint64))
-    powers = np.concatenate([np.ones(1, dtype=np.uint64), powers[:-1]])  # P^0, P^1, …
-    h = np.add.reduceat(data * powers[to_end], ends - lengths)
-    return _mix64(h ^ _mix64(lengths.astype(np.uint64) ^ np.uint64(seed)))
 
 
 def text_ngrams(texts: pl.Series) -> pl.DataFrame:
@@ -159,7 +137,7 @@ def text_codes(texts: pl.Series, buckets: int, length: int) -> np.ndarray:
     if grams.height:
         grams = grams.with_columns(gram=pl.col("ngram").rank("dense").cast(pl.Int64) - 1)
         unique = grams.get_column("ngram").unique().sort()  # in the dense rank's order
-        codes = (hash_strings(unique) % np.uint64(buckets)).astype(np.int64) + 1
+        codes = bucket(unique, buckets, TEXT_SEED) + 1
         table[grams["text"].to_numpy(), grams["rank"].to_numpy()] = codes[grams["gram"].to_numpy()]
     index = raw.replace_strict(
         distinct, np.arange(len(distinct)), default=len(distinct), return_dtype=pl.Int64
@@ -191,12 +169,6 @@ def _steps(df: pl.DataFrame, name: str, length: int) -> pl.Series:
     if name not in df.columns:
         return pl.Series(name, [], dtype=pl.String())
     return df.get_column(name).list.head(length).explode().cast(pl.String()).rename(name)
-
-
-def stable_bucket(value: str, buckets: int) -> int:
-    """Bucket of ``value`` in ``[0, buckets)`` from an 8-byte BLAKE2b digest (same on every machine)."""
-    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % buckets
 
 
 def _auto_numeric(df: pl.DataFrame, spec: FeatureSpec) -> tuple[str, ...]:
@@ -351,7 +323,7 @@ class Encoders:
             other = values.drop_nulls().unique().sort().rename(name)
             other = other.filter(~other.is_in(vocab))
             first_bucket = FIRST_KNOWN_CODE + len(vocab)
-            buckets = [first_bucket + stable_bucket(v, self.hashed[name]) for v in other.to_list()]
+            buckets = first_bucket + bucket(other, self.hashed[name], BUCKET_SEED)
             old_values = pl.concat([vocab, other])
             old_codes = pl.concat([old_codes, pl.Series(buckets, dtype=old_codes.dtype)])
         codes = raw.replace_strict(old_values, old_codes, default=OOV_CODE, return_dtype=pl.Int64())
@@ -458,6 +430,11 @@ class Encoders:
         if data.get("format") not in READABLE_FORMATS:
             raise ValueError(
                 f"unsupported encoders format {data.get('format')!r}, expected one of {READABLE_FORMATS}"
+            )
+        if data["format"] < 6 and data.get("hashed"):
+            raise ValueError(
+                f"encoders format {data['format']} hashed the capped columns {sorted(data['hashed'])} with "
+                "BLAKE2b, which this version no longer computes: train a new model (tandem run --ds D)"
             )
         raw = data["spec"]
         defaults = FeatureSpec()

@@ -6,13 +6,13 @@ The training days' rows where every label is 0 are down-sampled at ``negative_ra
 
 The validation day is cut in two by :func:`split_test`: the users whose hash falls under
 ``test_fraction`` are the **test** split, the others the **validation** split (see docs/models.md).
+Both draws are :mod:`mtl_model.hashing`'s (the same in every process, machine and library version).
 :func:`real_exposures` tells real exposures from sampled negatives when the export carries the
 ``exposure`` column.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -21,6 +21,7 @@ import polars as pl
 import torch
 
 from mtl_model.config import Settings
+from mtl_model.hashing import unit_interval
 from mtl_model.learn.networks import ESMM_PARENT
 
 SAMPLES_FILE = "samples.parquet"
@@ -29,6 +30,7 @@ SAMPLED = "sampled"  # the exposure of a drawn negative; every other value (impr
 # what identifies a training row for the negative down-sampling when the export has no exposure_id
 ROW_KEY = ("ds", "user_id", "item_id", "scene", "position")
 SAMPLE_WEIGHT = "sample_weight"  # the training rows' importance weight, when negatives were down-sampled
+TEST_SEED = 0x54657374  # fixed ("Test"), not TANDEM_SEED: the same test users whatever the seed
 
 
 def _scan_samples(settings: Settings, ds: date, days: int | None = None) -> pl.LazyFrame:
@@ -69,17 +71,22 @@ def read_split(settings: Settings, ds: date) -> tuple[pl.DataFrame, pl.DataFrame
 
 def sample_negatives(lf: pl.LazyFrame, tasks: Sequence[str], rate: float, seed: int) -> pl.LazyFrame:
     """Every row with a positive label, and the share ``rate`` of the rows where every label is 0: those
-    whose seeded hash of the row's key (``exposure_id`` when exported, else :data:`ROW_KEY`) / 2⁶⁴
-    falls under ``rate``. Columnar (one Polars hash), the same rows for the same seed whatever the
-    order or the other days of the window (a row's draw depends on its key alone); ``rate >= 1``: all.
-    Polars' hash is stable within one Polars version (the lock file pins it)."""
+    whose :func:`mtl_model.hashing.unit_interval` of the row's key (``exposure_id`` when exported, else
+    the columns of :data:`ROW_KEY` the export has), seeded with ``seed``, falls under ``rate``. Columnar
+    (numpy over each batch, inside the scan's filter), the same rows for the same seed whatever the order
+    or the other days of the window (a row's draw depends on its key alone), with every library
+    version; ``rate >= 1``: all."""
     if rate >= 1.0:
         return lf
     schema = lf.collect_schema()
     key = ["exposure_id"] if "exposure_id" in schema else [c for c in ROW_KEY if c in schema]
+
+    def kept(rows: pl.Series) -> pl.Series:
+        return pl.Series(unit_interval(rows.struct.unnest(), seed) < rate)
+
     positive = pl.any_horizontal([pl.col(t).cast(pl.Float64()).fill_null(0.0) > 0 for t in tasks])
-    draw = pl.struct(key).hash(seed=seed).cast(pl.Float64()) / 2.0**64
-    return lf.filter(positive | (draw < rate))
+    draw = pl.struct(key).map_batches(kept, return_dtype=pl.Boolean(), is_elementwise=True)
+    return lf.filter(positive | draw)
 
 
 def negative_weights(y: torch.Tensor, rate: float) -> torch.Tensor | None:
@@ -109,23 +116,20 @@ def esmm_targets(y: torch.Tensor, tasks: Sequence[str], esmm: bool) -> torch.Ten
     return out
 
 
-def user_hash_fraction(users: pl.Series) -> np.ndarray:
-    """Each row's user mapped to [0, 1): the first 8 hex digits of md5(user_id) / 2³², the same in
-    DuckDB (``('0x' || left(md5(user_id), 8))::ubigint / 4294967296``). md5 runs once per distinct
-    user, not per row; a missing user id counts as ''."""
-    codes = users.cast(pl.String()).fill_null("")
-    distinct, inverse = np.unique(codes.to_numpy().astype(str), return_inverse=True)
-    digest = np.array([int(hashlib.md5(u.encode()).hexdigest()[:8], 16) for u in distinct], dtype=np.float64)
-    return (digest / 2.0**32)[inverse.ravel()] if len(distinct) else np.zeros(0)
+def heldout_draw(users: pl.Series) -> np.ndarray:
+    """Each row's user mapped to [0, 1): :func:`mtl_model.hashing.unit_interval` of ``user_id`` (as
+    text; a null user is hashed as null) with :data:`TEST_SEED`. :func:`split_test` puts the users
+    under ``test_fraction`` in the test split; an analyst gets them from this function (docs/models.md)."""
+    return unit_interval(users.cast(pl.String()), TEST_SEED)
 
 
 def split_test(valid_df: pl.DataFrame, fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(validation rows, test rows) of the day ``ds``: a user is in the test split when its
-    :func:`user_hash_fraction` is below ``fraction`` (0: no test split). The same users every night,
-    whatever the seed; each user's rows stay together (GAUC sees whole users)."""
+    :func:`heldout_draw` is below ``fraction`` (0: no test split). The same users every night, whatever
+    the seed; each user's rows stay together (GAUC sees whole users)."""
     if fraction <= 0 or valid_df.height == 0:
         return valid_df, valid_df.clear()
-    in_test = pl.Series(user_hash_fraction(valid_df.get_column("user_id")) < fraction)
+    in_test = pl.Series(heldout_draw(valid_df.get_column("user_id")) < fraction)
     return valid_df.filter(~in_test), valid_df.filter(in_test)
 
 

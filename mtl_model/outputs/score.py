@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from mtl_model.config import Settings
 from mtl_model.dates import parse_date
 from mtl_model.files import write_parquet_atomic
+from mtl_model.hashing import bucket
 from mtl_model.learn.device import resolve_device
 from mtl_model.learn.networks import predict_proba
 from mtl_model.learn.registry import RETRIEVAL_CANDIDATES_FILE, load_as_of, retrieval_dir
@@ -232,10 +233,15 @@ def mark_offered(scored: pl.DataFrame, offered: pl.DataFrame) -> pl.DataFrame:
 
 
 def user_part(parts: int) -> pl.Expr:
-    """The slice (0 .. parts-1) of each row's user: a seeded hash of ``user_id``, so that every
-    candidate of one user lands in one slice (stable within one Polars version: the slices of a
-    night run in one installation)."""
-    return (pl.col("user_id").cast(pl.String()).hash(seed=PART_SEED) % parts).cast(pl.Int64())
+    """The slice (0 .. parts-1) of each row's user: :func:`mtl_model.hashing.bucket` of ``user_id``
+    (as text) with :data:`PART_SEED`, so that every candidate of one user lands in one slice, on every
+    worker and with every library version."""
+
+    def part(users: pl.Series) -> pl.Series:
+        return pl.Series(bucket(users, parts, PART_SEED))
+
+    user = pl.col("user_id").cast(pl.String())
+    return user.map_batches(part, return_dtype=pl.Int64(), is_elementwise=True)
 
 
 def part_path(settings: Settings, ds: date, part: int) -> Path:
