@@ -2,6 +2,8 @@
 
     python bench/bench_scale.py --sizes 1M,2M,4M,10M --days 8     # issue 18's sweep
     python bench/bench_scale.py --sizes 50k,100k --days 4         # a quick look (minutes)
+    python bench/bench_scale.py --sizes 100k,1M --root R --prepare-only   # untimed part, on a busy machine
+    python bench/bench_scale.py --sizes 100k,1M --root R                  # then the timed nights, quiet
 
 For each size, simulates ``--days`` days at that many events a day (users scaled to the events, items
 a tenth of the users), runs the night of the day before the last one untimed (the first dbt build
@@ -12,6 +14,9 @@ included (see docs/benchmarks.md, "The demo night"). Peak memory is each process
 (dbt's: the dbt subprocess's). Prints two Markdown tables: seconds and GB per task, and per task
 the growth against linear, ``vs_linear`` = (seconds / smallest size's seconds) / (size / smallest
 size). Nothing is asserted. Settings come from ``TANDEM_*`` (e.g. ``TANDEM_BASELINES=false``).
+With ``--root``, a home whose untimed night has run (``PREPARED``) is reused as it is: only the
+timed night runs again (it replaces its day), so the untimed part can run ahead with
+``--prepare-only`` while the machine is busy, and the timed nights later on a quiet machine.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 START = date(2026, 1, 1)
 EVENTS_PER_USER_DAY = 14.0  # what the default simulator yields per user and day (bench_night.py)
 TASKS = ("dbt", "check", "export", "train", "score", "anomalies", "publish")
+PREPARED = ".bench_scale_prepared"  # in a home: the day of its untimed night, once that night ran
 
 CHILD = r"""
 import json, resource, subprocess, sys, time
@@ -88,7 +94,11 @@ def prepare(home: Path, events_per_day: int, days: int) -> tuple[date, int]:
             Settings(home=home), START, days, SimConfig(n_users=users, n_items=max(users // 10, 100))
         )
         print(f"  simulated {summary.events:,} events over {days} days in {time.perf_counter() - t0:.0f}s")
-    night(home, last - timedelta(days=1))
+    before = (last - timedelta(days=1)).isoformat()
+    marker = home / PREPARED
+    if not marker.exists() or marker.read_text() != before:
+        night(home, last - timedelta(days=1))
+        marker.write_text(before)
     events = _day_events(home, last)
     return last, events
 
@@ -129,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=None, help="a folder for the homes (kept: reruns reuse them)"
     )
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="simulate and run the untimed nights, time nothing"
+    )
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="tandem-bench-scale-"))
     print(
@@ -140,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         home = root / f"events-{size}"
         print(f"{size:,} events a day:")
         last, events = prepare(home, size, args.days)
+        if args.prepare_only:
+            print(f"  prepared: {events:,} events on {last}")
+            continue
         tasks = night(home, last)
         total = sum(v["seconds"] for v in tasks.values())
         print(
@@ -147,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             + json.dumps({t: round(v["seconds"], 1) for t, v in tasks.items()})
         )
         rows.append({"events": events, "tasks": tasks, "night": total})
-    print()
-    print(tables(rows))
+    if rows:
+        print()
+        print(tables(rows))
     return 0
 
 
