@@ -105,6 +105,12 @@ class Settings(BaseSettings):
 
     business_tz: str = "UTC"
     seed: Count = 42
+    # DuckDB's memory limit for the night's export (e.g. "3GB"; "": DuckDB's default, 80% of RAM).
+    # Past it the export's sorts and joins spill to a temporary folder: less memory, more seconds
+    # (docs/benchmarks.md, "Nights at growing events a day")
+    duckdb_memory_limit: Annotated[
+        str, Field(pattern=r"^(|[1-9][0-9]*(\.[0-9]+)?\s?(KB|MB|GB|TB|KiB|MiB|GiB|TiB))$")
+    ] = ""
 
     # Data (the dbt project reads these as vars)
     train_window_days: Annotated[int, Field(ge=2)] = 7  # days ending at ds; the last (ds) validates

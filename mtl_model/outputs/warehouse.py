@@ -105,7 +105,7 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
         for name, model in WAREHOUSE_OUTPUTS.items()
     }
     counts: dict[str, int] = {}
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with read_warehouse(settings) as con:
         # the export views read the day this session names, not the run date of the last dbt build
         # (another night's build may have run since this night's): concurrent nights export alike
         con.execute("set variable tandem_ds = ?", [ds])
@@ -300,6 +300,14 @@ def refresh_catalog(settings: Settings) -> Path:
 
 
 def read_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """A read-only session on the warehouse, for the report and ``tandem show``: it cannot write,
-    and raises ``duckdb.Error`` at once while a build holds the write lock."""
-    return duckdb.connect(str(settings.warehouse_path), read_only=True)
+    """A read-only session on the warehouse, for the export, the report and ``tandem show``: it cannot
+    write, and raises ``duckdb.Error`` at once while a build holds the write lock. Under
+    ``TANDEM_DUCKDB_MEMORY_LIMIT`` it holds at most that much (DuckDB spills past it); the limit is a
+    connection option, not SQL. No progress bar: DuckDB draws one on stderr for a query over 2 s,
+    even into a task's log file (hundreds of lines of it for one export)."""
+    limit = settings.duckdb_memory_limit
+    con = duckdb.connect(
+        str(settings.warehouse_path), read_only=True, config={"memory_limit": limit} if limit else {}
+    )
+    con.execute("set enable_progress_bar = false")
+    return con

@@ -1,0 +1,45 @@
+"""``TANDEM_DUCKDB_MEMORY_LIMIT``: the export's DuckDB session holds at most that much memory (DuckDB
+spills past it) and exports the same tables; a bad value is refused when the settings load. The
+session draws no progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mtl_model.config import SettingsError, load_settings
+from mtl_model.outputs.warehouse import EXPORTS, export_day, read_warehouse
+from tests.conftest import BUILT_DS, tandem_settings
+
+
+def test_the_limit_reaches_the_session_and_the_export_is_the_same(built_once: Path, tmp_path: Path) -> None:
+    plain = tandem_settings(built_once, exports_dir=tmp_path / "a", outputs_dir=tmp_path / "oa")
+    limited = plain.replace(
+        duckdb_memory_limit="64MB", exports_dir=tmp_path / "b", outputs_dir=tmp_path / "ob"
+    )
+    with read_warehouse(limited) as con:
+        limit, bar = con.execute(
+            "select current_setting('memory_limit'), current_setting('enable_progress_bar')"
+        ).fetchall()[0]
+    assert bar is False  # no progress bar drawn into the task's log
+    with read_warehouse(plain) as con:
+        default = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    assert limit == "61.0 MiB" and default != limit, (limit, default)  # 64 MB in DuckDB's units
+    counts = export_day(plain, BUILT_DS)
+    assert export_day(limited, BUILT_DS) == counts and counts["samples"] > 0
+    for name in EXPORTS:
+        a = pl.read_parquet(plain.export_dir(BUILT_DS) / f"{name}.parquet", hive_partitioning=False)
+        b = pl.read_parquet(limited.export_dir(BUILT_DS) / f"{name}.parquet", hive_partitioning=False)
+        assert a.equals(b, null_equal=True), name
+
+
+@pytest.mark.parametrize("value", ["lots", "0GB", "3 G", "-1GB"])
+def test_a_bad_limit_is_refused_when_the_settings_load(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("TANDEM_DUCKDB_MEMORY_LIMIT", value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert str(err.value).startswith(f"TANDEM_DUCKDB_MEMORY_LIMIT={value!r}: ") and "\n" not in str(err.value)
+    monkeypatch.setenv("TANDEM_DUCKDB_MEMORY_LIMIT", "3GB")
+    assert load_settings().duckdb_memory_limit == "3GB"
