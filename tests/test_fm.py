@@ -11,31 +11,18 @@ import pytest
 import torch
 
 from mtl_model.config import SettingsError, load_settings
-from mtl_model.learn.networks import build_model
 from mtl_model.learn.networks.fm import FMTerm, pairwise_by_definition, pairwise_pooling
 from mtl_model.learn.registry import CONFIG_FILE, load_version
 from mtl_model.learn.train import train
+from tests.test_dropout import ARCHITECTURES, CARDINALITIES, TASKS, _model
+from tests.test_dropout import _inputs as dropout_inputs
 from tests.test_train_score import DS, make_samples, quick, write_inputs
-
-CARDINALITIES = (12, 9, 5, 3)  # user, item, category, scene
-TASKS = ("click", "cart", "purchase")
-ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _inputs(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    cat = torch.stack([torch.randint(0, c, (n,), generator=g) for c in CARDINALITIES], dim=1)
-    return cat, torch.randn(n, 3, generator=g)
-
-
-def _model(architecture: str, **options) -> torch.nn.Module:
-    torch.manual_seed(3)
-    return build_model(
-        architecture, CARDINALITIES, 3, TASKS, embedding_dim=4, hidden_dims=(16, 8), tower_dim=8,
-        scene_index=3, **options,
-    )  # fmt: skip
+    return dropout_inputs(n, seed)[:2]
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
