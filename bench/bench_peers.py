@@ -221,7 +221,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated row-name prefixes to run (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE", help="a setting of Tandem's runs (repeat)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of Tandem's runs, and of the encoders every row shares (repeat)",
     )
     args = parser.parse_args(argv)
     if bad := [item for item in args.set if "=" not in item]:
