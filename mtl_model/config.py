@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     epochs: Positive = 3
     batch_size: Positive = 2048
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.003
+    # where each task's output bias starts: base_rate, the logit of the task's positive rate in the
+    # training rows (MultiTaskNet.start_at_base_rates); uniform: a small random value (p ≈ 0.5)
+    output_bias: Literal["base_rate", "uniform"] = "base_rate"
     # the learning rate over the steps of `epochs`: constant, or a cosine from learning_rate down to a
     # tenth of it (later epochs move the weights less, so they drift less past the best)
     lr_schedule: Literal["constant", "cosine"] = "constant"

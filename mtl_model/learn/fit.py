@@ -13,6 +13,9 @@
 * task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
   optional class-imbalance handling; each is a weighted mean over the batch when the training rows
   carry importance weights (down-sampled negatives, ``negative_rate``);
+* every task's output bias starts at the logit of its positive rate in the training rows
+  (``output_bias=base_rate``, :meth:`~mtl_model.learn.networks.base.MultiTaskNet.start_at_base_rates`),
+  not near p = 0.5: the first steps then learn from the inputs, not the rate (docs/models.md);
 * after every epoch the validation split's mean AUC is measured; training stops after ``patience``
   epochs without improvement and the best epoch's weights are kept (``epochs`` is the maximum, raised
   on a small window to reach ``min_steps`` optimizer steps: :func:`planned_epochs`). The
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LR_FLOOR = 0.1  # the cosine schedule ends at this share of learning_rate
+BASE_RATE_ROWS = 65_536  # training rows the output biases are started on (output_bias=base_rate)
 Tensors3 = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (cat [N, C], num [N, F], y [N, T])
 Tensors = tuple[torch.Tensor, ...]  # Tensors3, then optionally the rows' importance weights [N]
 
@@ -321,6 +325,18 @@ def _trainer(
     )
 
 
+def _start_at_base_rates(model: torch.nn.Module, data: Tensors, rows: int = BASE_RATE_ROWS) -> None:
+    """``model.start_at_base_rates`` on at most ``rows`` training rows, evenly strided (the rows of
+    every day of the window), with their weights when they carry some."""
+    n = data[0].shape[0]
+    if n == 0:
+        return
+    pick = torch.arange(0, n, max(1, math.ceil(n / rows)), device=data[0].device)
+    weights = data[3].index_select(0, pick) if len(data) > 3 else None
+    cat, num, targets = (t.index_select(0, pick) for t in data[:3])
+    model.start_at_base_rates(cat, num, targets, weights)
+
+
 def planned_epochs(settings: Settings, n_rows: int) -> int:
     """The most epochs to run: ``epochs``, or as many as ``min_steps`` optimizer steps need when the
     window is small (a new or small home: 21k rows at batch 2048 are 11 steps an epoch, and 3 epochs
@@ -465,6 +481,8 @@ def fit_model(
     n, tasks = data[0].shape[0], tuple(model.tasks)
     weighting = (weighting if weighting is not None else weighting_from(settings, len(tasks))).to(device)
     epochs = planned_epochs(settings, n)
+    if settings.output_bias == "base_rate" and hasattr(model, "start_at_base_rates"):
+        _start_at_base_rates(model, data)  # a resumed run's checkpoint replaces it
     trainer = _trainer(model, train[2], settings, weighting, device, world, epochs)
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     progress = _resume(trainer, ckpt_path, fingerprint, epochs)

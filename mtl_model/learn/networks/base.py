@@ -28,6 +28,8 @@ from mtl_model.learn.networks.towers import SceneTower, TaskTowers
 # 1: one nn.Embedding per feature (+ gate_scene), one nn.Sequential tower per task;
 # 2: one FeatureEmbedding, TaskTowers. Layout-1 state dicts are converted on load (_upgrade_layout_1).
 PARAMETER_LAYOUT = 2
+BASE_RATE_ROUNDS = 10  # Newton steps of MultiTaskNet.start_at_base_rates
+BASE_RATE_EPS = 1e-6  # rates and mean predictions are clipped to [eps, 1 - eps] before the logit
 
 
 def _upgrade_layout_1(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
@@ -262,3 +264,33 @@ class MultiTaskNet(nn.Module):
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> dict[str, torch.Tensor]:
         """``cat`` LongTensor [B, C], ``num`` FloatTensor [B, F] → {task: logits [B]}."""
         return self.forward_with_gates(cat, num)[0]
+
+    @torch.no_grad()
+    def start_at_base_rates(
+        self,
+        cat: torch.Tensor,
+        num: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        rounds: int = BASE_RATE_ROUNDS,
+    ) -> None:
+        """Shift each task tower's output bias ``b_out`` so that the model's mean predicted probability
+        over these rows equals the (``weights``-weighted) positive rate of the task's ``targets``
+        [N, T] column: the prior-probability initialisation of the last layer (Lin et al., 2017,
+        "Focal Loss for Dense Object Detection", ICCV, §4.1), made exact for any output. A fresh
+        tower predicts about 0.5 for every task; starting from the base rate (purchases are ~1%),
+        the first steps learn the inputs instead of the rate. Newton steps in logit space,
+        ``rounds`` of them (ESMM's products and PAL's ProbSeen factor make one step inexact)."""
+        training = self.training
+        self.eval()
+        w = torch.ones(targets.shape[0], device=targets.device) if weights is None else weights.float()
+        total = w.sum().clamp(min=1e-12)
+        rates = ((targets.float() * w[:, None]).sum(0) / total).clamp(BASE_RATE_EPS, 1 - BASE_RATE_EPS)
+        for _ in range(rounds):
+            logits = self(cat, num)
+            for k, task in enumerate(self.tasks):
+                mean = ((torch.sigmoid(logits[task].float()) * w).sum() / total).clamp(
+                    BASE_RATE_EPS, 1 - BASE_RATE_EPS
+                )
+                self.towers.b_out[k] += torch.logit(rates[k]) - torch.logit(mean)
+        self.train(training)
