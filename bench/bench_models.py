@@ -3,6 +3,8 @@ day and by the simulator's truth.
 
     python bench/bench_models.py                                   # demo size, 1 seed
     python bench/bench_models.py --seeds 1,2,3 --configs base,pal,din,pal+din
+    python bench/bench_models.py --shop-seed 1 --seeds 1 --configs base,output_bias=uniform,pal+interaction=fm
+    python bench/bench_models.py --home H --configs base,dropout=0.1    # the night built before, in H
 
 It simulates ``--days`` days, builds the last night with dbt (``history_length`` = ``--history``, so
 the export carries the behaviour sequences) and exports it once. Every configuration then trains the
@@ -18,14 +20,19 @@ and scores the same candidates. Per configuration and seed it prints:
   correlation of p_click and p_purchase with the true probabilities.
 
 Configurations: ``base`` (today's default), ``pal`` (position_bias=pal), ``din`` (the sequence
-encoder on), ``pal+din``, ``text`` (titles and queries through the hashed n-gram encoder,
-text=hashed), ``din+text``; a ``:ARCH`` suffix (``pal+din:mmoe``) changes the architecture. Nothing is
-asserted.
+encoder on), ``text`` (titles and queries through the hashed n-gram encoder, text=hashed), or any
+setting as ``NAME=VALUE`` (``output_bias=uniform``, ``hidden_dims=256,128``: validated by Settings),
+joined with ``+`` (``pal+din``, ``pal+interaction=fm``); a ``:ARCH`` suffix (``pal+din:mmoe``) changes
+the architecture. ``--shop-seed`` seeds the simulated shop (``--seeds``: the models); ``--home``
+reuses a night an earlier run built (its shop is read from the home's ``bench-models.json``), so
+new configurations compare with old ones on the same rows. Each row is also printed as one
+``RESULT {json}`` line when it is done. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -57,15 +64,24 @@ VARIANTS = {
     "base": {},
     "pal": {"position_bias": "pal"},
     "din": {"history": True},
-    "pal+din": {"position_bias": "pal", "history": True},
     "text": {"text": "hashed"},
-    "din+text": {"text": "hashed", "history": True},
 }
+SHOP_FILE = "bench-models.json"  # the shop and sequence length a home was built with, for --home
 
 
 def variant_settings(base: Settings, name: str, history: int, seed: int) -> Settings:
+    """``name``: variants and ``NAME=VALUE`` settings joined by ``+``, with an optional ``:ARCH``."""
     kind, _, arch = name.partition(":")
-    options = dict(VARIANTS[kind])
+    options: dict[str, object] = {}
+    for part in kind.split("+"):
+        setting, is_setting, value = part.partition("=")
+        if is_setting:
+            options[setting.strip()] = value.strip()
+        elif part in VARIANTS:
+            options |= VARIANTS[part]
+        else:
+            known = ", ".join(VARIANTS)
+            raise SystemExit(f"config {name!r}: {part!r} is neither a variant ({known}) nor NAME=VALUE")
     changes = {"seed": seed, "history_length": history if options.pop("history", False) else 0, **options}
     if arch:
         changes["architecture"] = arch
@@ -74,9 +90,15 @@ def variant_settings(base: Settings, name: str, history: int, seed: int) -> Sett
 
 def build_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConfig]:
     settings = Settings(
-        home=home, history_length=args.history, threads=args.threads, baselines=not args.no_baselines
+        home=home,
+        history_length=args.history,
+        threads=args.threads,
+        baselines=not args.no_baselines,
+        seed=args.shop_seed,
     )
     config = SimConfig(n_users=args.users, n_items=args.items, seed=settings.seed)
+    shop = {"users": args.users, "items": args.items, "days": args.days, "seed": settings.seed}
+    (home / SHOP_FILE).write_text(json.dumps({**shop, "history": args.history}))
     simulate(settings, END - timedelta(days=args.days - 1), args.days, config)
     env = {**os.environ, **settings.as_env(), "DO_NOT_TRACK": "1"}
     command = dbt_command("build", "--quiet", target=home / "t", settings=settings, run_date=END)
@@ -85,6 +107,20 @@ def build_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConf
     )
     export_day(settings, END)
     return settings, config
+
+
+def reuse_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConfig]:
+    """The night an earlier run built in ``home`` (its shop from ``bench-models.json``)."""
+    shop = json.loads((home / SHOP_FILE).read_text())
+    args.users, args.items, args.days, args.history = (shop[k] for k in ("users", "items", "days", "history"))
+    settings = Settings(
+        home=home,
+        history_length=args.history,
+        threads=args.threads,
+        baselines=not args.no_baselines,
+        seed=shop["seed"],
+    )
+    return settings, SimConfig(n_users=args.users, n_items=args.items, seed=shop["seed"])
 
 
 def judge(settings: Settings, config: SimConfig, version: str, k: int) -> dict[str, float]:
@@ -174,17 +210,23 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--split", choices=("test", "validation"), default="test")
     parser.add_argument("--no-baselines", action="store_true", help="skip the single-task baselines")
+    parser.add_argument("--shop-seed", type=int, default=42, help="the simulated shop's seed")
+    parser.add_argument("--home", type=Path, default=None, help="reuse the night built in this home")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="tandem-bench-models-"))
     started = time.perf_counter()
-    settings, config = build_night(home, args)
-    seconds = time.perf_counter() - started
-    print(f"home {home}: simulated {args.days} days, built and exported {END} in {seconds:.0f}s")
-    rows = [
-        run(settings, config, name, args, int(seed))
-        for seed in args.seeds.split(",")
-        for name in args.configs.split(",")
-    ]
+    if args.home is not None:
+        settings, config = reuse_night(args.home, args)
+        print(f"home {args.home}: the night of {END} built before (shop seed {config.seed})")
+    else:
+        home = Path(tempfile.mkdtemp(prefix="tandem-bench-models-"))
+        settings, config = build_night(home, args)
+        seconds = time.perf_counter() - started
+        print(f"home {home}: simulated {args.days} days, built and exported {END} in {seconds:.0f}s")
+    rows = []
+    for seed in args.seeds.split(","):
+        for name in args.configs.split(","):
+            rows.append(run(settings, config, name, args, int(seed)))
+            print("RESULT " + json.dumps({"shop_seed": config.seed, **rows[-1]}), flush=True)
     tasks = ("click", "cart", "purchase")
     columns = ["config", "seed", "mean_auc", "mean_auc_single"]
     columns += [f"{t}_{m}" for t in tasks for m in ("auc", "auc_single", "gauc", "gauc_single", "auc_truth")]
