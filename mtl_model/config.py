@@ -62,6 +62,7 @@ DBT_SETTINGS = (
     "negative_sampling",
     "late_days_allowed",
     "history_length",
+    "related_categories",
     "top_k",
     "seed",
     "business_tz",
@@ -132,6 +133,8 @@ class Settings(BaseSettings):
     negative_sampling: Literal["uniform", "popularity", "popularity_category"] = "uniform"
     late_days_allowed: Count = 3  # events landing up to this many days after their business date count
     history_length: Annotated[int, Field(ge=0, le=200)] = 0  # last N behaviour events per sample (0: off)
+    # f_uc_related_30d: a category's taste from this many categories its clickers also click (0: off)
+    related_categories: Annotated[int, Field(ge=0, le=1000)] = 20
 
     # Model and training
     architecture: Literal[ARCHITECTURES] = "shared_bottom"  # type: ignore[valid-type]

@@ -11,7 +11,14 @@ import polars as pl
 
 from tests.conftest import START, dbt_build
 
-FEATURE_TABLES = ("user_features", "item_features", "user_category_features", "query_category_features")
+FEATURE_TABLES = (
+    "user_features",
+    "item_features",
+    "user_category_features",
+    "category_correlations",
+    "user_category_related",
+    "query_category_features",
+)
 DAY_TABLES = ("stg_events", "stg_events_quarantine", "interactions", "user_day_stats", *FEATURE_TABLES)
 
 

@@ -48,6 +48,7 @@ def test_pair_without_events_gets_zero_counts_and_the_prior() -> None:
             "f_uc_click_share_30d": [None, None, 0.5],
             "f_uc_ctr_30d": [None, None, 0.2],
             "f_uc_purchases_30d": [None, None, 1.0],
+            "f_uc_related_30d": [None, None, -0.2],
         }
     )
     filled = frame.with_columns(uc_no_events())
@@ -55,6 +56,7 @@ def test_pair_without_events_gets_zero_counts_and_the_prior() -> None:
     assert filled["f_uc_purchases_30d"].to_list() == [0.0, 0.0, 1.0]
     assert filled["f_uc_click_share_30d"].to_list() == [0.0, None, 0.5]  # no clicks at all: no share
     assert filled["f_uc_ctr_30d"].to_list() == [UC_CTR_PRIOR, UC_CTR_PRIOR, 0.2]
+    assert filled["f_uc_related_30d"].to_list() == [0.0, 0.0, -0.2]
 
 
 def test_exports_fill_pairs_without_events_like_score(built_once: Path) -> None:
@@ -68,7 +70,7 @@ def test_exports_fill_pairs_without_events_like_score(built_once: Path) -> None:
             ("scoring_candidates", f"date '{BUILT_DS}'"),
         ):
             rows = con.sql(
-                f"select x.f_u_clicks_30d, {columns}, u.user_id is not null as has_row, "
+                f"select x.f_u_clicks_30d, {columns}, x.f_uc_related_30d, u.user_id is not null as has_row, "
                 f"u.f_uc_clicks_30d as row_clicks from {view} as x left join user_category_features as u "
                 f"on u.user_id = x.user_id and u.category_id = x.category_id and u.ds = {as_of}"
             ).pl()
@@ -76,10 +78,33 @@ def test_exports_fill_pairs_without_events_like_score(built_once: Path) -> None:
             assert without.height > 0 and rows.filter(pl.col("has_row")).height > 0, view
             assert rows["f_uc_clicks_30d"].null_count() == 0, view
             expected = (
-                without.select("f_u_clicks_30d", *UC)
+                without.select("f_u_clicks_30d", *UC, "f_uc_related_30d")
                 .with_columns(pl.lit(None, pl.Float64).alias(c) for c in UC)
                 .with_columns(uc_no_events())
             )
             assert without.select(UC).equals(expected.select(UC), null_equal=True), view
             kept = rows.filter(pl.col("has_row"))
             assert (kept["f_uc_clicks_30d"] == kept["row_clicks"]).all(), view
+
+
+def test_exports_read_the_related_taste_of_the_day_before_and_zero_without_a_row(built_once: Path) -> None:
+    """f_uc_related_30d: the user_category_related row as of the day before (training) or the run
+    date (candidates), 0 where there is none, and defined for pairs the user never touched: some
+    rows without a user_category_features row carry a non-zero taste (what the feature is for)."""
+    with duckdb.connect(str(built_once / "warehouse.duckdb"), read_only=True) as con:
+        for view, as_of in (
+            ("training_samples", "x.ds - 1"),
+            ("scoring_candidates", f"date '{BUILT_DS}'"),
+        ):
+            rows = con.sql(
+                "select x.f_uc_related_30d as got, r.f_uc_related_30d as want, "
+                "u.user_id is not null as has_uc "
+                f"from {view} as x left join user_category_related as r "
+                f"on r.user_id = x.user_id and r.category_id = x.category_id and r.ds = {as_of} "
+                "left join user_category_features as u "
+                f"on u.user_id = x.user_id and u.category_id = x.category_id and u.ds = {as_of}"
+            ).pl()
+            assert rows["got"].null_count() == 0, view
+            assert (rows["got"] == rows["want"].fill_null(0.0)).all(), view
+            untouched = rows.filter(~pl.col("has_uc"))
+            assert untouched.filter(pl.col("got") != 0).height > 0, view

@@ -30,7 +30,8 @@
 
 {#- The user × category features of a pair with no row in user_category_features (no event in its
     30 days), as `select * replace (...)` items: counts 0, click share 0 when the user clicked anything
-    (null when the user clicked nothing), CTR the smoothed prior of user_category_features (0.1). Left
+    (null when the user clicked nothing), CTR the smoothed prior of user_category_features (0.1), and
+    the related-category taste of user_category_related 0 (no clicked category related to it). Left
     null, the encoder would fill them with the training median, as if the user had clicked in the
     category (docs/benchmarks.md, "Recommendation lists against the simulator's truth"). Used by
     training_samples and scoring_candidates; mtl_model.outputs.score.uc_no_events is the same rule for
@@ -39,7 +40,8 @@
     coalesce(f_uc_clicks_30d, 0) as f_uc_clicks_30d,
     coalesce(f_uc_click_share_30d, case when f_u_clicks_30d > 0 then 0.0 end) as f_uc_click_share_30d,
     coalesce(f_uc_ctr_30d, {{ smoothed_rate('0', '0', 0.1) }}) as f_uc_ctr_30d,
-    coalesce(f_uc_purchases_30d, 0) as f_uc_purchases_30d
+    coalesce(f_uc_purchases_30d, 0) as f_uc_purchases_30d,
+    coalesce(f_uc_related_30d, 0) as f_uc_related_30d
 {%- endmacro %}
 
 {#- Left joins of the point-in-time features as of `as_of` onto exposures / candidates aliased `x`
@@ -51,6 +53,7 @@
       ('user_features', 'uf', ['user_id']),
       ('item_features', 'itf', ['item_id']),
       ('user_category_features', 'ucf', ['user_id', 'category_id']),
+      ('user_category_related', 'ucr', ['user_id', 'category_id']),
       ('query_category_features', 'qcf', ['query', 'category_id'])] %}
 left join (
     select * from {{ ref(relation) }} where ds between {{ first_day }} and {{ last_day }}

@@ -122,11 +122,13 @@ def retrieval_offered(settings: Settings, ds: date) -> pl.DataFrame:
 def uc_no_events() -> list[pl.Expr]:
     """The user × category features of a pair with no ``user_category_features`` row (no event in its
     30 days), as the ``uc_no_events`` fill of ``training_samples`` / ``scoring_candidates`` sets them:
-    counts 0, click share 0 when the user clicked anything, CTR the smoothed prior (0.1)."""
+    counts 0, click share 0 when the user clicked anything, CTR the smoothed prior (0.1), the
+    related categories' taste (``f_uc_related_30d``) 0."""
     return [
         pl.col("f_uc_clicks_30d", "f_uc_purchases_30d").fill_null(0.0),
         pl.col("f_uc_click_share_30d").fill_null(pl.when(pl.col("f_u_clicks_30d") > 0).then(0.0)),
         pl.col("f_uc_ctr_30d").fill_null(UC_CTR_PRIOR),
+        pl.col("f_uc_related_30d").fill_null(0.0),
     ]
 
 
