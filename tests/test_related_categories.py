@@ -32,10 +32,10 @@ def plain(home: Path, ds, k: int) -> tuple[dict, dict]:
     with np.errstate(invalid="ignore", divide="ignore"):
         R = np.corrcoef(S.T)  # [C, C]; nan for a category every clicker has at the same share
     correlations = {}
-    for b in range(len(cats)):
-        others = [a for a in range(len(cats)) if a != b and np.isfinite(R[a, b])]
-        others.sort(key=lambda a: (-abs(R[a, b]), cats[a]))
-        correlations |= {(cats[a], cats[b]): R[a, b] for a in others[:k]}
+    for a in range(len(cats)):
+        others = [b for b in range(len(cats)) if b != a and np.isfinite(R[a, b])]
+        others.sort(key=lambda b: (-abs(R[a, b]), cats[b]))
+        correlations |= {(cats[a], cats[b]): R[a, b] for b in others[:k]}
     related: dict = {}
     for (a, b), r in correlations.items():
         for u in np.flatnonzero(S[:, cats.index(a)]):
@@ -72,7 +72,8 @@ def test_the_built_tables_are_the_plain_computation(built_once: Path) -> None:
 
 @pytest.mark.parametrize("k", [2, 0])
 def test_the_setting_keeps_that_many_related_categories(built_home: Path, k: int) -> None:
-    """related_categories=2 keeps the 2 most correlated categories of each; 0 keeps none (the feature
+    """related_categories=2 keeps the 2 most correlated categories of each (so a user's taste reaches
+    at most 2 categories from each they click); 0 keeps none (the feature
     is then 0 everywhere, and the exports carry the constant)."""
     settings = tandem_settings(built_home, related_categories=k)
     done = dbt_build(
@@ -89,7 +90,7 @@ def test_the_setting_keeps_that_many_related_categories(built_home: Path, k: int
     want_corr, want_rel = plain(built_home, BUILT_DS, k)
     same(got_corr, want_corr, 1e-9)
     same(got_rel, want_rel, 1e-9)
-    per_category = Counter(b for _, b in got_corr)
+    per_category = Counter(a for a, _ in got_corr)
     assert max(per_category.values()) == k if k else not got_corr
     with duckdb.connect(str(built_home / "warehouse.duckdb"), read_only=True) as con:
         taste = con.sql("select f_uc_related_30d from scoring_candidates").pl()["f_uc_related_30d"]

@@ -1,8 +1,8 @@
 {#- Which categories the same users click, as of the end of day `ds`: across the users who clicked
     anything in the 30 days ending at ds, the Pearson correlation of two categories' click shares
-    (`f_uc_click_share_30d`, 0 where the user clicked nothing in the category). For each category b,
-    the `related_categories` categories a most correlated with it (by |correlation|; none when the
-    setting is 0). Computed from sums over the users' non-zero shares, in DECIMAL so the sums are
+    (`f_uc_click_share_30d`, 0 where the user clicked nothing in the category). For each category a,
+    the `related_categories` categories b most correlated with it (by |correlation|; none when the
+    setting is 0): a user's taste reaches at most that many categories from each they click. Computed from sums over the users' non-zero shares, in DECIMAL so the sums are
     exact: a rebuild gives the same bytes whatever order DuckDB's threads add in. -#}
 {{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_run_date() }}") }}
 
@@ -55,5 +55,5 @@ select ds, category_a, category_b, correlation
 from pairs
 where correlation is not null
 qualify row_number() over (
-    partition by ds, category_b order by abs(correlation) desc, category_a
+    partition by ds, category_a order by abs(correlation) desc, category_b
 ) <= {{ int_setting('related_categories') }}
