@@ -24,6 +24,7 @@ import duckdb
 import polars as pl
 
 from mtl_model.config import Settings
+from mtl_model.duck import connect
 from mtl_model.files import write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def _validation_definitions(context, settings: Settings, ds: date) -> tuple[list
 
     source = context.data_sources.add_or_update_pandas("tandem")
     frames, definitions = {}, []
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with connect(settings.warehouse_path, read_only=True) as con:
         medians = _trailing_medians(con, list(COLUMNS), ds)
         staged = con.execute("select count(*) from stg_events where ds = ?", [ds]).fetchall()[0][0]
         for table, expectations in suites(medians, staged).items():

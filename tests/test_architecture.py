@@ -9,7 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = [p for d in ("mtl_model", "checks", "dags") for p in sorted((ROOT / d).rglob("*.py"))]
-ROOT_MODULES = {"config", "contract", "dates", "files", "hashing", "landing_check", "__init__", "__version__"}
+ROOT_MODULES = {
+    *("config", "contract", "dates", "duck", "files", "hashing", "landing_check", "__init__", "__version__")
+}
 # what each room may import from mtl_model (besides the root modules)
 ALLOWED = {
     "root": set(),
@@ -96,6 +98,24 @@ def test_one_atomic_writer_and_one_date_parser() -> None:
         # the one module of mtl_model that opens the warehouse (the data checks read it on their own)
         if rel.startswith("mtl_model/") and rel != "mtl_model/outputs/warehouse.py":
             assert "connect(str(settings.warehouse_path)" not in text, rel
+
+
+def test_one_duckdb_opener() -> None:
+    """Every DuckDB session of the library comes from mtl_model.duck.connect (no progress bar in a
+    task's log, the memory limit as an option): nobody else calls duckdb.connect."""
+    for path in LIBRARY:
+        rel = str(path.relative_to(ROOT))
+        calls = [
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "connect"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "duckdb"
+        ]
+        if rel not in ("mtl_model/duck.py", "dags/analysts_example.py"):  # the example is an analyst's code
+            assert not calls, (rel, calls)
 
 
 def test_one_hash() -> None:

@@ -45,3 +45,17 @@ def test_a_bad_limit_is_refused_when_the_settings_load(monkeypatch, value: str) 
     assert str(err.value).startswith(f"TANDEM_DUCKDB_MEMORY_LIMIT={value!r}: ") and "\n" not in str(err.value)
     monkeypatch.setenv("TANDEM_DUCKDB_MEMORY_LIMIT", "3GB")
     assert load_settings().duckdb_memory_limit == "3GB"
+
+
+def test_every_session_opens_without_a_progress_bar(tmp_path: Path) -> None:
+    """mtl_model.duck.connect, the library's one opener (tests/test_architecture.py): in memory and on
+    a file, no progress bar; the memory limit as an option."""
+    from mtl_model.duck import connect
+
+    for con in (connect(), connect(tmp_path / "w.duckdb", memory_limit="256MB")):
+        with con:
+            bar, limit = con.execute(
+                "select current_setting('enable_progress_bar'), current_setting('memory_limit')"
+            ).fetchall()[0]
+            assert bar is False, limit
+    assert limit == "244.1 MiB"  # 256 MB in DuckDB's units

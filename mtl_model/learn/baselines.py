@@ -87,10 +87,10 @@ def truth_probabilities(
     if "exposure_id" not in valid_df.columns or not wanted:
         log.info("truth ceiling skipped: samples have no exposure_id or no task with a true probability")
         return None
-    import duckdb  # only here: the trainer never needs DuckDB otherwise
+    from mtl_model.duck import connect  # only here: the trainer never needs DuckDB otherwise
 
     landing_events, truth_file = (p.replace("'", "''") for p in (landing_events, truth_file))
-    with duckdb.connect() as con:
+    with connect() as con:
         truth_cols = con.sql(f"select * from read_parquet('{truth_file}') limit 0").columns
         present = {t: c for t, c in wanted.items() if c in truth_cols}
         if not present:

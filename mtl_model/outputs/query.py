@@ -18,6 +18,7 @@ import sys
 import duckdb
 
 from mtl_model.config import Settings, load_settings
+from mtl_model.duck import connect as connect_duckdb
 
 
 class CatalogMissing(FileNotFoundError):
@@ -28,7 +29,7 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     """The analyst catalog, read-only (raises :class:`CatalogMissing` before the first publish)."""
     if not settings.catalog_path.exists():
         raise CatalogMissing(f"no analyst catalog at {settings.catalog_path}: nothing published yet")
-    return duckdb.connect(str(settings.catalog_path), read_only=True)
+    return connect_duckdb(settings.catalog_path, read_only=True)
 
 
 def run_query(settings: Settings, sql: str) -> tuple[list[str], list[tuple]]:

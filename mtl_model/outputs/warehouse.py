@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.duck import connect
 from mtl_model.files import replace_dir, temporary_path, write_atomic
 
 # exported file name → dbt model (SQL in dbt_project/models/exports)
@@ -137,7 +138,7 @@ def publish_day(settings: Settings, ds: date, grace_s: float | None = None) -> d
         raise FileNotFoundError(f"outputs missing for ds={ds}: {missing}")
     check_outputs(settings, ds)
     counts: dict[str, int] = {}
-    with duckdb.connect(str(settings.warehouse_path)) as con:
+    with connect(settings.warehouse_path) as con:
         con.execute("begin transaction")
         for table, src in sources.items():
             con.execute(
@@ -162,7 +163,7 @@ def check_outputs(settings: Settings, ds: date) -> None:
     candidates = settings.export_dir(ds) / "candidates.parquet"
     if recs or not candidates.exists():
         return
-    with duckdb.connect() as con:
+    with connect() as con:
         users = con.execute(
             "select count(distinct user_id) from read_parquet(?)", [str(candidates)]
         ).fetchall()
@@ -286,7 +287,7 @@ def refresh_catalog(settings: Settings) -> Path:
 
     def build(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
-        with duckdb.connect(str(tmp)) as con:
+        with connect(tmp) as con:
             for table in OUTPUT_TABLES:
                 files = _current_files(settings, table)
                 if files:
@@ -301,13 +302,6 @@ def refresh_catalog(settings: Settings) -> Path:
 
 def read_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A read-only session on the warehouse, for the export, the report and ``tandem show``: it cannot
-    write, and raises ``duckdb.Error`` at once while a build holds the write lock. Under
-    ``TANDEM_DUCKDB_MEMORY_LIMIT`` it holds at most that much (DuckDB spills past it); the limit is a
-    connection option, not SQL. No progress bar: DuckDB draws one on stderr for a query over 2 s,
-    even into a task's log file (hundreds of lines of it for one export)."""
-    limit = settings.duckdb_memory_limit
-    con = duckdb.connect(
-        str(settings.warehouse_path), read_only=True, config={"memory_limit": limit} if limit else {}
-    )
-    con.execute("set enable_progress_bar = false")
-    return con
+    write, and raises ``duckdb.Error`` at once while a build holds the write lock. It holds at most
+    ``TANDEM_DUCKDB_MEMORY_LIMIT`` and draws no progress bar (:func:`mtl_model.duck.connect`)."""
+    return connect(settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit or "")

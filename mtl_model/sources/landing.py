@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from mtl_model.contract import EVENTS_SCHEMA, ITEMS_SCHEMA
+from mtl_model.duck import connect
 from mtl_model.files import write_parquet_atomic
 from mtl_model.sources.formats import SEP
 from mtl_model.sources.reading import RAW_LINE_REASONS, IngestError, _conform, _is_parquet, raw_lines
@@ -118,7 +118,7 @@ def _event_ids(df: pl.DataFrame, prefix: str, fmt: str) -> pl.Series:
             separator=SEP,
         ),
     )
-    con = duckdb.connect()
+    con = connect()
     try:
         con.execute("set preserve_insertion_order = true").fetchall()
         con.register("keyed", keyed.to_arrow())
