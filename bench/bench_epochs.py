@@ -19,8 +19,8 @@ embedding rows, ``strong-decay`` = 0.1 and 1.0, ``lr0.001+cosine`` = a third of 
 the cosine, ``dropout0.1`` / ``dropout0.2`` = dropout 0.1 / 0.2 after each hidden ReLU
 (``TANDEM_DROPOUT``), ``dropout0.1+cosine`` = dropout 0.1 with the cosine, ``min_steps200`` = at least
 200 optimizer steps (``TANDEM_MIN_STEPS``: more epochs than ``--epochs`` on a small window), with the
-cosine schedule over those epochs (``min_steps200+cosine``) and a third of the learning rate too
-(``min_steps200+lr0.001+cosine``),
+cosine schedule over those epochs (``min_steps200+cosine``), a third of the learning rate too
+(``min_steps200+lr0.001+cosine``) or the decays of ``cosine+decay`` (``min_steps200+cosine+decay``),
 ``uniform_start`` = the task towers' output biases at 0 (``TANDEM_OUTPUT_BIAS=uniform``; ``before``
 starts them at the base rate, the default since 2026-12-02), ``after`` = the defaults of
 :class:`~mtl_model.config.Settings`.
@@ -64,6 +64,12 @@ CONFIGS = {  # each on top of BEFORE (the defaults before issue 19's changes), e
     "min_steps200": {"min_steps": 200},
     "min_steps200+cosine": {"min_steps": 200, "lr_schedule": "cosine"},
     "min_steps200+lr0.001+cosine": {"min_steps": 200, "learning_rate": 0.001, "lr_schedule": "cosine"},
+    "min_steps200+cosine+decay": {
+        "min_steps": 200,
+        "weight_decay": 0.01,
+        "embedding_weight_decay": 0.1,
+        "lr_schedule": "cosine",
+    },
     "uniform_start": {"output_bias": "uniform"},  # the output biases' start before 2026-12-02
 }
 

@@ -143,15 +143,25 @@ def signal_spearman(config, candidates: pl.DataFrame, model, encoders) -> list[d
 
 
 def catalogue_oracle(
-    config, users: pl.DataFrame, in_stock: pl.DataFrame, bought: pl.DataFrame | None, chunk: int = 2_000_000
-) -> pl.DataFrame:
-    """Every (user, in-stock item) pair, without the bought ones, with its true p_click / p_purchase in
-    the home feed at position 1 (the candidates' truth), bots left out; in chunks of users."""
+    config,
+    users: pl.DataFrame,
+    in_stock: pl.DataFrame,
+    bought: pl.DataFrame | None,
+    k: int,
+    max_per_category: int,
+    chunk: int = 2_000_000,
+) -> dict[str, pl.DataFrame]:
+    """The truth's best top-``k`` lists (with the category cap) over every in-stock item the user did
+    not buy, by true p_click (``clicks``) and by true p_purchase (``purchases``), in the home feed at
+    position 1, bots left out. Built per chunk of users (a list is per user, so the top k of a chunk
+    is the top k): at 20k users x 10k items all the pairs at once took more than this machine's
+    24 GB."""
+    from mtl_model.outputs.score import top_k
     from mtl_model.sources.simulate import true_probabilities
 
     user_ids = users["user_id"].sort()
     per = max(1, chunk // max(in_stock.height, 1))
-    parts = []
+    parts: dict[str, list[pl.DataFrame]] = {"clicks": [], "purchases": []}
     for start in range(0, len(user_ids), per):
         pairs = user_ids.slice(start, per).to_frame().join(in_stock, how="cross")
         if bought is not None:
@@ -161,9 +171,11 @@ def catalogue_oracle(
             truth["p_click"].alias("true_click"),
             truth["p_purchase"].alias("true_purchase"),
             pl.lit("home").alias("scene"),
-        )
-        parts.append(pairs.filter(pl.col("true_click").is_not_null()))
-    return pl.concat(parts)
+        ).filter(pl.col("true_click").is_not_null())
+        for name, col in (("clicks", "true_click"), ("purchases", "true_purchase")):
+            ranked = top_k(pairs.with_columns(pl.col(col).alias("score")), k, max_per_category)
+            parts[name].append(ranked.select("user_id", "item_id", "rank"))
+    return {name: pl.concat(lists) for name, lists in parts.items()}
 
 
 def source_recalls(scored: pl.DataFrame, users: pl.DataFrame, oracles: dict[str, pl.DataFrame]) -> list[dict]:
@@ -280,11 +292,9 @@ def main() -> None:
     popular = clicks.sort(
         ["clickers", "clicks", "exposures", "item_id"], descending=[True, True, True, False]
     ).head(args.k)
-    catalogue = catalogue_oracle(config, users, in_stock, bought if settings.exclude_bought else None)
-    catalogue_lists = {
-        name: top_k(catalogue.with_columns(pl.col(col).alias("score")), args.k, settings.max_per_category)
-        for name, col in (("clicks", "true_click"), ("purchases", "true_purchase"))
-    }
+    bought_pairs = bought if settings.exclude_bought else None
+    cap = settings.max_per_category
+    catalogue_lists = catalogue_oracle(config, users, in_stock, bought_pairs, args.k, cap)
     lists = {
         "model (published)": published.select("user_id", "item_id", "rank"),
         "model p_click": from_candidates(pl.col("p_click")),
