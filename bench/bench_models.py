@@ -21,7 +21,8 @@ and scores the same candidates. Per configuration and seed it prints:
 
 Configurations: ``base`` (today's default), ``pal`` (position_bias=pal), ``din`` (the sequence
 encoder on), ``text`` (titles and queries through the hashed n-gram encoder, text=hashed), or any
-setting as ``NAME=VALUE`` (``output_bias=uniform``, ``hidden_dims=256,128``: validated by Settings),
+setting as ``NAME=VALUE`` (``output_bias=uniform``; a list with ``/`` for its commas,
+``hidden_dims=256/128``; validated by Settings),
 joined with ``+`` (``pal+din``, ``pal+interaction=fm``); a ``:ARCH`` suffix (``pal+din:mmoe``) changes
 the architecture. ``--shop-seed`` seeds the simulated shop (``--seeds``: the models); ``--home``
 reuses a night an earlier run built (its shop is read from the home's ``bench-models.json``), so
@@ -76,7 +77,7 @@ def variant_settings(base: Settings, name: str, history: int, seed: int) -> Sett
     for part in kind.split("+"):
         setting, is_setting, value = part.partition("=")
         if is_setting:
-            options[setting.strip()] = value.strip()
+            options[setting.strip()] = value.strip().replace("/", ",")  # --configs splits on commas
         elif part in VARIANTS:
             options |= VARIANTS[part]
         else:
