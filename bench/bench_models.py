@@ -89,15 +89,20 @@ def variant_settings(base: Settings, name: str, history: int, seed: int) -> Sett
     return base.replace(**changes)
 
 
-def build_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConfig]:
+def night_settings(home: Path, args: argparse.Namespace, shop_seed: int) -> tuple[Settings, SimConfig]:
+    """The settings of the night's home (built or reused) and the config of its simulated shop."""
     settings = Settings(
         home=home,
         history_length=args.history,
         threads=args.threads,
         baselines=not args.no_baselines,
-        seed=args.shop_seed,
+        seed=shop_seed,
     )
-    config = SimConfig(n_users=args.users, n_items=args.items, seed=settings.seed)
+    return settings, SimConfig(n_users=args.users, n_items=args.items, seed=shop_seed)
+
+
+def build_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConfig]:
+    settings, config = night_settings(home, args, args.shop_seed)
     shop = {"users": args.users, "items": args.items, "days": args.days, "seed": settings.seed}
     (home / SHOP_FILE).write_text(json.dumps({**shop, "history": args.history}))
     simulate(settings, END - timedelta(days=args.days - 1), args.days, config)
@@ -114,14 +119,7 @@ def reuse_night(home: Path, args: argparse.Namespace) -> tuple[Settings, SimConf
     """The night an earlier run built in ``home`` (its shop from ``bench-models.json``)."""
     shop = json.loads((home / SHOP_FILE).read_text())
     args.users, args.items, args.days, args.history = (shop[k] for k in ("users", "items", "days", "history"))
-    settings = Settings(
-        home=home,
-        history_length=args.history,
-        threads=args.threads,
-        baselines=not args.no_baselines,
-        seed=shop["seed"],
-    )
-    return settings, SimConfig(n_users=args.users, n_items=args.items, seed=shop["seed"])
+    return night_settings(home, args, shop["seed"])
 
 
 def judge(settings: Settings, config: SimConfig, version: str, k: int) -> dict[str, float]:

@@ -14,7 +14,7 @@ import duckdb
 
 
 def connect(
-    database: Path | str = ":memory:", *, read_only: bool = False, memory_limit: str = ""
+    database: Path | str = ":memory:", *, read_only: bool = False, memory_limit: str | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB session on ``database`` (default: in memory), without a progress bar."""
     config = {"memory_limit": memory_limit} if memory_limit else {}

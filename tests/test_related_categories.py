@@ -25,10 +25,9 @@ def plain(home: Path, ds, k: int) -> tuple[dict, dict]:
             params=[ds],
         ).pl()
     users, cats = sorted(set(shares["user_id"])), sorted(set(shares["category_id"]))
+    row, col = {u: i for i, u in enumerate(users)}, {c: j for j, c in enumerate(cats)}
     S = np.zeros((len(users), len(cats)))  # [U, C]: users who clicked anything x their categories
-    S[[users.index(u) for u in shares["user_id"]], [cats.index(c) for c in shares["category_id"]]] = shares[
-        "s"
-    ]
+    S[[row[u] for u in shares["user_id"]], [col[c] for c in shares["category_id"]]] = shares["s"]
     with np.errstate(invalid="ignore", divide="ignore"):
         R = np.corrcoef(S.T)  # [C, C]; nan for a category every clicker has at the same share
     correlations = {}
@@ -38,8 +37,8 @@ def plain(home: Path, ds, k: int) -> tuple[dict, dict]:
         correlations |= {(cats[a], cats[b]): R[a, b] for b in others[:k]}
     related: dict = {}
     for (a, b), r in correlations.items():
-        for u in np.flatnonzero(S[:, cats.index(a)]):
-            related[(users[u], b)] = related.get((users[u], b), 0.0) + S[u, cats.index(a)] * r
+        for u in np.flatnonzero(S[:, col[a]]):
+            related[(users[u], b)] = related.get((users[u], b), 0.0) + S[u, col[a]] * r
     return correlations, related
 
 

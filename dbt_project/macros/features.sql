@@ -80,3 +80,12 @@ left join (
     cast(null as varchar[]) as hist_event_types, cast(null as integer[]) as hist_days_ago
     {%- endif %}
 {%- endmacro %}
+
+{#- The users' non-zero 30-day click shares per category (`user_category_features`) of the days an
+    incremental model builds, as DECIMAL(13, 12) `share`: exact sums for `category_correlations`
+    and `user_category_related`, whatever order DuckDB's threads add in. -#}
+{% macro click_shares() -%}
+    select ds, user_id, category_id, f_uc_click_share_30d::decimal(13, 12) as share
+    from {{ ref('user_category_features') }}
+    where {{ days_to_build() }} and f_uc_click_share_30d > 0
+{%- endmacro %}

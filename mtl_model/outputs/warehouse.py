@@ -304,4 +304,4 @@ def read_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A read-only session on the warehouse, for the export, the report and ``tandem show``: it cannot
     write, and raises ``duckdb.Error`` at once while a build holds the write lock. It holds at most
     ``TANDEM_DUCKDB_MEMORY_LIMIT`` and draws no progress bar (:func:`mtl_model.duck.connect`)."""
-    return connect(settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit or "")
+    return connect(settings.warehouse_path, read_only=True, memory_limit=settings.duckdb_memory_limit)

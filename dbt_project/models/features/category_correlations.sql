@@ -2,24 +2,18 @@
     anything in the 30 days ending at ds, the Pearson correlation of two categories' click shares
     (`f_uc_click_share_30d`, 0 where the user clicked nothing in the category). For each category a,
     the `related_categories` categories b most correlated with it (by |correlation|; none when the
-    setting is 0): a user's taste reaches at most that many categories from each they click. Computed from sums over the users' non-zero shares, in DECIMAL so the sums are
-    exact: a rebuild gives the same bytes whatever order DuckDB's threads add in. -#}
+    setting is 0): a user's taste reaches at most that many categories from each they click.
+    Computed from sums over the users' non-zero shares, in DECIMAL so the sums are exact: a rebuild
+    gives the same bytes whatever order DuckDB's threads add in. -#}
 {{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ delete_run_date() }}") }}
 
-with shares as (
-    select ds, user_id, category_id, f_uc_click_share_30d::decimal(13, 12) as share
-    from {{ ref('user_category_features') }}
-    where {{ days_to_build() }} and f_uc_click_share_30d > 0
-),
-
-clickers as (
-    select ds, count(distinct user_id)::double as n from shares group by ds
-),
+with shares as ({{ click_shares() }}),
 
 moments as (
     select
         m.ds,
         m.category_id,
+        c.n,
         m.sum_share::double / c.n as mean,
         sqrt(greatest(m.sum_square::double / c.n - (m.sum_share::double / c.n) ^ 2, 0)) as sd
     from (
@@ -27,7 +21,9 @@ moments as (
         from shares
         group by ds, category_id
     ) as m
-    inner join clickers as c on c.ds = m.ds
+    inner join (
+        select ds, count(distinct user_id)::double as n from shares group by ds
+    ) as c on c.ds = m.ds
 ),
 
 co_clicked as (
@@ -43,10 +39,9 @@ pairs as (
         a.ds,
         a.category_id as category_a,
         b.category_id as category_b,
-        (coalesce(p.sum_product, 0)::double / c.n - a.mean * b.mean) / nullif(a.sd * b.sd, 0) as correlation
+        (coalesce(p.sum_product, 0)::double / a.n - a.mean * b.mean) / nullif(a.sd * b.sd, 0) as correlation
     from moments as a
     inner join moments as b on b.ds = a.ds and b.category_id <> a.category_id
-    inner join clickers as c on c.ds = a.ds
     left join co_clicked as p
         on p.ds = a.ds and p.category_a = a.category_id and p.category_b = b.category_id
 )
