@@ -8,8 +8,10 @@ the embedded SQLite metadata DB of a tiny simulated home whose later day
 rerun of the last of them (`tandem trigger --ds`: `dags trigger --conf '{"ds": ...}'` with a run id
 that names the day), waits for them, checks the ds on every run (`dags list-runs -o json`, the notes
 through the REST API, `tandem runs -o json`), clears a finished task of one day with the documented
-`tasks clear` and waits until it ran again, and compares every published table with `tandem
-backfill` (in process, date order) on a copy of the same landing zone.
+`tasks clear` and sees the rerun fail (an I/O error made for it) and its tasks after it
+`upstream_failed`, clears those with the documented `--only-failed` form and waits until they ran
+again, and compares every published table with `tandem backfill` (in process, date order) on a
+copy of the same landing zone.
 """
 
 from __future__ import annotations
@@ -254,29 +256,68 @@ def _api_notes(home: Path, port: int) -> dict[str, str | None]:
         return {run["dag_run_id"]: run["note"] for run in json.load(answer)["dag_runs"]}
 
 
-def _clear_and_rerun(env: dict[str, str], home: Path, ds: date, task: str, wait) -> dict[str, int]:
-    """The documented "clear and rerun" command (docs/operators.md) on ``task`` and its downstream
-    tasks of the backfill run of ``ds``, after it succeeded; waits (``wait``: :func:`_wait` bound)
-    until they ran again and the run succeeded. Returns each cleared task's try number."""
-    logical = logical_date_for(ds, "UTC").isoformat()
-    run_id = f"backfill__{logical}"
-    sql = (
-        "select task_id, state, try_number from task_instance where dag_id = 'tandem_nightly' and run_id = ?"
-    )
-    tries = {t: n for t, _, n in _metadata(home, sql, (run_id,))}
-    cleared = _tandem(
+def _tries(home: Path, run_id: str) -> tuple[str, dict[str, tuple[str, int]]]:
+    """The run's state and each of its task instances' (state, try number)."""
+    sql = "select task_id, state, try_number from task_instance where dag_id = 'tandem_nightly' "
+    sql += "and run_id = ?"
+    [(state,)] = _metadata(home, "select state from dag_run where run_id = ?", (run_id,))
+    return state, {task: (st, n) for task, st, n in _metadata(home, sql, (run_id,))}
+
+
+def _clear(env: dict[str, str], logical: str, task: str, *flags: str) -> None:
+    """The documented ``tasks clear`` (docs/operators.md) of ``task`` and its downstream tasks of the
+    run at ``logical``."""
+    _tandem(
         env,
-        *("airflow", "tasks", "clear", "tandem_nightly", "--task-regex", task, "--downstream"),
+        *("airflow", "tasks", "clear", "tandem_nightly", "--task-regex", task, "--downstream", *flags),
         *("--start-date", logical, "--end-date", logical, "--yes"),
     )
 
-    def rerun() -> dict[str, int] | None:
-        again = {t: (st, n) for t, st, n in _metadata(home, sql, (run_id,)) if n > tries[t]}
-        state = _metadata(home, "select state from dag_run where run_id = ?", (run_id,))[0][0]
-        done = again and state == "success" and all(st == "success" for st, _ in again.values())
-        return {t: n for t, (_, n) in again.items()} if done else None
 
-    return wait(f"the cleared {task} of ds={ds} ran again ({cleared.stdout[-300:]})", rerun)
+def _fail_then_clear_failed(env: dict[str, str], home: Path, ds: date, task: str, wait) -> dict:
+    """The two documented clears (docs/operators.md) on the backfill run of ``ds``, once it succeeded.
+
+    1. ``task`` and its downstream tasks are cleared. The rerun of ``task`` fails: its step record's
+       path is taken by a folder (an I/O error a night can meet), and so does its retry; the run
+       fails and leaves the tasks after it ``upstream_failed``.
+    2. With the folder gone, the ``--only-failed`` clear reruns exactly those, until the run succeeds.
+
+    ``wait``: :func:`_wait` bound. Returns the tasks' (state, try) before, after 1 and after 2.
+    """
+    logical = logical_date_for(ds, "UTC").isoformat()
+    run_id = f"backfill__{logical}"
+    _, before = _tries(home, run_id)
+    blocker = home / "outputs" / f"ds={ds}" / "steps" / f"{task}.json"
+    blocker.unlink(missing_ok=True)
+    blocker.mkdir()
+    _clear(env, logical, task)
+
+    def failed() -> dict | None:
+        state, tasks = _tries(home, run_id)
+        return tasks if state == "failed" and tasks[task][1] > before[task][1] else None
+
+    stopped = wait(f"the cleared {task} of ds={ds} fails", failed)
+    blocker.rmdir()
+    _clear(env, logical, task, "--only-failed")
+
+    def rerun() -> dict | None:
+        state, tasks = _tries(home, run_id)
+        again = all(tasks[t][1] > stopped[t][1] for t, (st, _) in stopped.items() if st != "success")
+        return tasks if state == "success" and again else None
+
+    return {"before": before, "failed": stopped, "rerun": wait(f"the failed {task} of ds={ds} reran", rerun)}
+
+
+def _assert_cleared(tries: dict) -> None:
+    """What :func:`_fail_then_clear_failed` saw: the clear reran ``publish`` and ``report`` only;
+    ``publish`` failed twice (its retry), ``report`` never ran; the ``--only-failed`` clear reran
+    exactly those two, and nothing else ran again."""
+    before, failed, rerun = tries["before"], tries["failed"], tries["rerun"]
+    not_ok = {t: st for t, (st, _) in failed.items() if st != "success"}
+    assert not_ok == {"publish": "failed", "report": "upstream_failed"}, failed
+    assert failed["publish"][1] == before["publish"][1] + 2, (before, failed)  # the clear, the retry
+    assert {t for t in rerun if rerun[t][1] > before[t][1]} == {"publish", "report"}, (before, rerun)
+    assert all(st == "success" for st, _ in rerun.values()), rerun
 
 
 def _assert_ds_shown(
@@ -427,9 +468,10 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
 
         runs = wait("the backfill and the rerun succeed", finished)
         listed, notes = _list_runs(env), _api_notes(sched, port)
-        # a finished task cleared and run again (with its downstream tasks): the day replaced again
-        rerun = _clear_and_rerun(env, sched, DAYS[1], "publish", wait)
-        assert set(rerun) == {"publish", "report"}, rerun
+        # a finished task cleared and run again (with its downstream tasks) fails; cleared again with
+        # --only-failed, it and what it stopped run once more: the day replaced again, not doubled
+        tries = _fail_then_clear_failed(env, sched, DAYS[1], "publish", wait)
+        _assert_cleared(tries)
         _stop(procs)
         ours = {run["run_id"]: run for run in _json_list(_tandem(env, "runs", "-o", "json").stdout)}
         assert reference.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
