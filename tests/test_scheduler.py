@@ -264,14 +264,14 @@ def _tries(home: Path, run_id: str) -> tuple[str, dict[str, tuple[str, int]]]:
     return state, {task: (st, n) for task, st, n in _metadata(home, sql, (run_id,))}
 
 
-def _clear(env: dict[str, str], logical: str, task: str, *flags: str) -> None:
+def _clear(env: dict[str, str], logical: str, task: str, *flags: str) -> str:
     """The documented ``tasks clear`` (docs/operators.md) of ``task`` and its downstream tasks of the
-    run at ``logical``."""
-    _tandem(
+    run at ``logical``; returns the end of what it printed (for a wait's message)."""
+    return _tandem(
         env,
         *("airflow", "tasks", "clear", "tandem_nightly", "--task-regex", task, "--downstream", *flags),
         *("--start-date", logical, "--end-date", logical, "--yes"),
-    )
+    ).stdout[-300:]
 
 
 def _fail_then_clear_failed(env: dict[str, str], home: Path, ds: date, task: str, wait) -> dict:
@@ -290,22 +290,23 @@ def _fail_then_clear_failed(env: dict[str, str], home: Path, ds: date, task: str
     blocker = home / "outputs" / f"ds={ds}" / "steps" / f"{task}.json"
     blocker.unlink(missing_ok=True)
     blocker.mkdir()
-    _clear(env, logical, task)
+    said = _clear(env, logical, task)
 
     def failed() -> dict | None:
         state, tasks = _tries(home, run_id)
         return tasks if state == "failed" and tasks[task][1] > before[task][1] else None
 
-    stopped = wait(f"the cleared {task} of ds={ds} fails", failed)
+    stopped = wait(f"the cleared {task} of ds={ds} fails ({said})", failed)
     blocker.rmdir()
-    _clear(env, logical, task, "--only-failed")
+    said = _clear(env, logical, task, "--only-failed")
 
     def rerun() -> dict | None:
         state, tasks = _tries(home, run_id)
         again = all(tasks[t][1] > stopped[t][1] for t, (st, _) in stopped.items() if st != "success")
         return tasks if state == "success" and again else None
 
-    return {"before": before, "failed": stopped, "rerun": wait(f"the failed {task} of ds={ds} reran", rerun)}
+    ran = wait(f"the failed {task} of ds={ds} reran ({said})", rerun)
+    return {"before": before, "failed": stopped, "rerun": ran}
 
 
 def _assert_cleared(tries: dict) -> None:
