@@ -159,9 +159,6 @@ class Settings(BaseSettings):
     # fm: the factorization machine's pairwise dot products of the embeddings (user · item, ...) added
     # to every task's logit (networks/fm.py, as in DeepFM); none: the network alone
     interaction: Literal["none", "fm"] = "none"
-    # > 0: every task's loss adds this times ListNet's listwise loss over each user's rows of the
-    # batch (mtl_model.learn.listwise), and batches keep a user's rows together; 0: pointwise only
-    ranking_loss: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     test_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5  # users of ds held out from selection
     device: Literal["auto", "cpu", "cuda"] = "auto"
     promote_tolerance: Annotated[float, Field(ge=0.0)] = 0.01  # may be this much worse in mean AUC

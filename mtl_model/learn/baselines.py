@@ -133,14 +133,12 @@ def reference_metrics(
     sets: Sequence[EvalSet],
     device: torch.device,
     single_task: bool = True,
-    groups: torch.Tensor | None = None,
 ) -> dict[str, dict[str, TaskMetrics]]:
     """Metrics of the references on each split of the day: split -> name -> task -> metrics
     (``single_task=False``: no single-task models that night, see ``baselines_every``).
 
     ``train``: the training rows and their encoded (cat, num, labels); ``sets``: the splits of the day,
-    the first one (validation) picking the single-task models' epochs, as it does the joint model's;
-    ``groups``: the training rows' users, for the single-task models' ``ranking_loss`` as the joint one's.
+    the first one (validation) picking the single-task models' epochs, as it does the joint model's.
     """
     tasks = tuple(settings.tasks)
     train_df, train_tensors = train
@@ -149,7 +147,7 @@ def reference_metrics(
         pop = popularity_scores(train_df, es.df, tasks)
         out[es.split]["popularity"] = set_metrics(es, tasks, {t: pop[t].to_numpy() for t in tasks})
     if single_task:
-        single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device, groups)
+        single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device)
         for es, probs in zip(sets, single, strict=True):
             out[es.split]["single_task"] = set_metrics(es, tasks, probs)
     for es in sets:
@@ -166,7 +164,6 @@ def _single_task_probs(
     train_tensors: tuple[torch.Tensor, ...],
     sets: Sequence[EvalSet],
     device: torch.device,
-    groups: torch.Tensor | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """One model per task: the joint model's architecture and settings, one fixed-weight loss, no
     ESMM, its epoch picked on ``sets[0]``; its predictions on every set."""
@@ -183,7 +180,6 @@ def _single_task_probs(
                 settings,
                 device=device,
                 weighting=make_weighting("fixed", 1),
-                groups=groups,
             )
             for out, es in zip(probs, sets, strict=True):
                 out[task] = predict_proba(model, es.cat, es.num, device=device)[task].numpy()

@@ -44,7 +44,6 @@ from mtl_model.config import Settings
 from mtl_model.files import write_atomic
 from mtl_model.learn.distributed import all_reduce_mean
 from mtl_model.learn.evaluate import validation_score
-from mtl_model.learn.listwise import grouped_order, listwise_loss
 from mtl_model.learn.networks import split_parameters
 from mtl_model.learn.optim import RowSparseAdam
 from mtl_model.learn.options import task_weights
@@ -126,7 +125,6 @@ class _Trainer:
     lr: float = 1e-3  # the base learning rate
     schedule: str = "constant"  # lr_schedule
     total_steps: int = 1  # steps of all epochs (the schedule's length)
-    ranking_loss: float = 0.0  # weight of the listwise loss within each user's rows (listwise.py)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -139,11 +137,9 @@ class _Trainer:
         y: torch.Tensor,
         idx: torch.Tensor,
         weight: torch.Tensor | None = None,
-        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One optimizer step on the rows ``idx`` (``weight``: the rows' importance weights [N], or
-        None; ``groups``: the rows' users [N] when ``ranking_loss`` adds the listwise loss); returns
-        the task losses [T] (not detached)."""
+        None); returns the task losses [T] (not detached)."""
         with self.autocast:
             logits = self.step_model(cat.index_select(0, idx), num.index_select(0, idx))
         yb = y.index_select(0, idx)
@@ -156,10 +152,6 @@ class _Trainer:
                 for i, t in enumerate(self.tasks)
             ]
         )
-        if groups is not None and self.ranking_loss > 0:
-            gb = groups.index_select(0, idx)
-            ranking = [listwise_loss(logits[t].float(), yb[:, i], gb, wb) for i, t in enumerate(self.tasks)]
-            losses = losses + self.ranking_loss * torch.stack(ranking)
         loss = self.weighting(losses, self.shared)
         self.opt_dense.zero_grad(set_to_none=True)
         if self.opt_sparse is not None:
@@ -180,17 +172,11 @@ class _Trainer:
                 group["lr"] = lr
 
     def train_epoch(
-        self,
-        data: Tensors,
-        batch_size: int,
-        device: torch.device,
-        epochs_done: int = 0,
-        groups: torch.Tensor | None = None,
+        self, data: Tensors, batch_size: int, device: torch.device, epochs_done: int = 0
     ) -> tuple[torch.Tensor, float]:
         """One pass over ``data`` = (cat, num, y[, weight]) in a seeded order: the task losses summed
         over rows [T], and seconds. ``epochs_done``: the epochs before this one (where the
-        learning-rate schedule stands). With ``groups`` (the rows' users [N]) and ``ranking_loss`` > 0
-        the order keeps each user's rows together (:func:`~mtl_model.learn.listwise.grouped_order`)."""
+        learning-rate schedule stands)."""
         rank, world_size = self.world
         cat, num, y = data[:3]
         weight = data[3] if len(data) > 3 else None
@@ -198,11 +184,7 @@ class _Trainer:
         first_step = epochs_done * math.ceil(n / batch_size)
         self.model.train()
         self.weighting.train()
-        ranked = groups is not None and self.ranking_loss > 0
-        perm = (
-            grouped_order(groups, self.generator) if ranked else torch.randperm(n, generator=self.generator)
-        )
-        perm = perm.to(device)
+        perm = torch.randperm(n, generator=self.generator).to(device)
         totals = torch.zeros(len(self.tasks), device=device)
         t0 = time.perf_counter()
         for k, lo in enumerate(range(0, n, batch_size)):
@@ -210,7 +192,7 @@ class _Trainer:
             idx = perm[lo : lo + batch_size]
             if world_size > 1:  # this process's share of the global batch
                 idx = idx[rank::world_size]
-            totals += self.step(cat, num, y, idx, weight, groups if ranked else None).detach() * idx.shape[0]
+            totals += self.step(cat, num, y, idx, weight).detach() * idx.shape[0]
         if device.type == "cuda":
             torch.cuda.synchronize()
         return totals, time.perf_counter() - t0
@@ -340,7 +322,6 @@ def _trainer(
         lr=settings.learning_rate,
         schedule=settings.lr_schedule,
         total_steps=epochs * math.ceil(targets.shape[0] / settings.batch_size),
-        ranking_loss=settings.ranking_loss,
     )
 
 
@@ -480,7 +461,6 @@ def fit_model(
     fingerprint: str = "",
     callbacks: Sequence[EpochCallback] = (),
     world: tuple[int, int] = (0, 1),
-    groups: torch.Tensor | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train`` = (cat [N, C], num [N, F], targets [N, T][, weights [N]])
     and leave it with the weights of its best epoch on ``valid`` = (cat, num, labels); see the module
@@ -492,17 +472,12 @@ def fit_model(
     size) under ``torchrun``: every process holds the same tensors, walks the same permutation and
     trains on its share (rows ``rank::world``) of each global batch of ``batch_size`` rows;
     ``DistributedDataParallel`` averages the gradients, so a step equals one of a single process on the
-    whole batch (up to the order of float sums). Only rank 0 writes checkpoints. ``groups``: each
-    training row's user as an int in [0, G) [N], needed when ``ranking_loss`` > 0 (the listwise loss
-    within each user's rows, :mod:`mtl_model.learn.listwise`).
+    whole batch (up to the order of float sums). Only rank 0 writes checkpoints.
     """
     method = weighting.method if weighting is not None else settings.loss_weighting
     if world[1] > 1 and method in ("gradnorm", "pcgrad"):
         raise ValueError(f"{method} is not supported with DistributedDataParallel (use fixed or uncertainty)")
-    if settings.ranking_loss > 0 and groups is None:
-        raise ValueError("ranking_loss > 0 needs the training rows' users (fit_model's groups)")
     data = tuple(t.to(device) for t in train)
-    groups = groups.to(device) if groups is not None else None
     n, tasks = data[0].shape[0], tuple(model.tasks)
     weighting = (weighting if weighting is not None else weighting_from(settings, len(tasks))).to(device)
     epochs = planned_epochs(settings, n)
@@ -514,7 +489,7 @@ def fit_model(
     resumed_from, samples, seconds = progress.epoch, 0, 0.0
 
     while progress.epoch < epochs and not progress.stopped:
-        totals, epoch_seconds = trainer.train_epoch(data, settings.batch_size, device, progress.epoch, groups)
+        totals, epoch_seconds = trainer.train_epoch(data, settings.batch_size, device, progress.epoch)
         samples, seconds = samples + n, seconds + epoch_seconds  # all ranks together: the job's throughput
         losses = {t: float(v) / max(n, 1) for t, v in zip(tasks, totals.cpu(), strict=True)}
         score = validation_score(model, valid, device)

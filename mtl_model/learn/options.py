@@ -49,7 +49,6 @@ _WHEN_SET = {
     "dropout": 0.0,
     "min_steps": 200,
     "interaction": "none",
-    "ranking_loss": 0.0,
     "output_bias": "uniform",  # models before the option started uniform; the default enters the name
 }
 

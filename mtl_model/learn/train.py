@@ -145,7 +145,6 @@ class _Window:
     train_tensors: tuple[torch.Tensor, ...]  # cat, num, labels of the training rows[, their weights]
     sets: tuple[EvalSet, ...]  # the validation split, then the test split when there is one
     model_kwargs: dict[str, Any]
-    groups: torch.Tensor | None = None  # each training row's user [N], for ranking_loss > 0
 
     @property
     def valid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,14 +209,7 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         train_tensors=(cat_tr, num_tr, y_tr) if weights is None else (cat_tr, num_tr, y_tr, weights),
         sets=sets,
         model_kwargs=model_kwargs(settings, encoders.spec.categorical, encoders.history_kwargs()),
-        groups=user_groups(train_df) if settings.ranking_loss > 0 else None,
     )
-
-
-def user_groups(df: pl.DataFrame) -> torch.Tensor:
-    """Each row's user as an int in [0, users) [N] (a dense rank of ``user_id``: deterministic)."""
-    users = df.get_column("user_id").cast(pl.String()).fill_null("")
-    return torch.from_numpy(users.rank("dense").cast(pl.Int64).to_numpy() - 1)
 
 
 def _eval_set(split: str, df: pl.DataFrame, encoders: Encoders, tasks: tuple[str, ...]) -> EvalSet:
@@ -253,7 +245,6 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
             fingerprint=w.version,
             callbacks=callbacks,
             world=world,
-            groups=w.groups,
         )
         if world[0] != 0:  # other ranks only help to train; rank 0 evaluates, registers and publishes
             return _follower_result(settings, w, fit, device)
@@ -268,15 +259,7 @@ def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback]
         with torch_threads(settings.threads):
             train_part = (w.train_df, w.train_tensors)
             baselines = reference_metrics(
-                settings,
-                ds,
-                w.model_kwargs,
-                w.encoders,
-                train_part,
-                w.sets,
-                device,
-                single_task=single,
-                groups=w.groups,
+                settings, ds, w.model_kwargs, w.encoders, train_part, w.sets, device, single_task=single
             )
     return _publish(settings, w, model, fit, metrics, baselines, device, ckpt_dir)
 
