@@ -23,7 +23,8 @@ cosine schedule over those epochs (``min_steps200+cosine``), a third of the lear
 (``min_steps200+lr0.001+cosine``) or the decays of ``cosine+decay`` (``min_steps200+cosine+decay``),
 ``uniform_start`` = the task towers' output biases at 0 (``TANDEM_OUTPUT_BIAS=uniform``; ``before``
 starts them at the base rate, the default since 2026-12-02), ``after`` = the defaults of
-:class:`~mtl_model.config.Settings`.
+:class:`~mtl_model.config.Settings`; or any of these and ``NAME=VALUE`` settings joined by ``+``
+(``cosine+decay+learning_rate=0.002``), on top of ``before``.
 Nothing is asserted.
 """
 
@@ -110,10 +111,30 @@ def build(home: Path) -> None:
     (home / "nights.json").write_text(json.dumps(nights))
 
 
+def _config(name: str) -> dict[str, object]:
+    """The settings of configuration ``name`` (see the module docstring); ``after``: today's defaults."""
+    if name == "after":
+        return {}
+    if name in CONFIGS:
+        return {**BEFORE, **CONFIGS[name]}
+    config: dict[str, object] = dict(BEFORE)
+    for part in name.split("+"):
+        setting, is_setting, value = part.partition("=")
+        if is_setting:
+            config[setting.strip()] = value.strip()
+        elif part in CONFIGS:
+            config |= CONFIGS[part]
+        elif part == "decay":  # the decays of cosine+decay
+            config |= {"weight_decay": 0.01, "embedding_weight_decay": 0.1}
+        else:
+            raise SystemExit(f"config {name!r}: {part!r} is neither a configuration nor NAME=VALUE")
+    return config
+
+
 def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int, patience: int = 0) -> dict:
     from mtl_model.learn.train import train
 
-    config = {} if name == "after" else {**BEFORE, **CONFIGS[name]}  # after: today's defaults
+    config = _config(name)
     changes = {**config, "seed": seed, "epochs": epochs, "patience": patience, "baselines": False}
     result = train(settings.replace(**changes), ds)
     metrics = json.loads((result.model_dir / "metrics.json").read_text())
