@@ -24,7 +24,8 @@ cosine schedule over those epochs (``min_steps200+cosine``), a third of the lear
 ``uniform_start`` = the task towers' output biases at 0 (``TANDEM_OUTPUT_BIAS=uniform``; ``before``
 starts them at the base rate, the default since 2026-12-02), ``after`` = the defaults of
 :class:`~mtl_model.config.Settings`; or any of these and ``NAME=VALUE`` settings joined by ``+``
-(``cosine+decay+learning_rate=0.002``), on top of ``before``.
+(``cosine+decay+learning_rate=0.002``; ``decay`` = the two decays of ``cosine+decay``), on top of
+``before``.
 Nothing is asserted.
 """
 
@@ -41,7 +42,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import table  # noqa: E402
+from bench.common import named_settings, table  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
 from mtl_model.dates import parse_date  # noqa: E402
 
@@ -72,6 +73,7 @@ CONFIGS = {  # each on top of BEFORE (the defaults before issue 19's changes), e
         "lr_schedule": "cosine",
     },
     "uniform_start": {"output_bias": "uniform"},  # the output biases' start before 2026-12-02
+    "decay": {"weight_decay": 0.01, "embedding_weight_decay": 0.1},  # the decays of cosine+decay
 }
 
 
@@ -115,20 +117,9 @@ def _config(name: str) -> dict[str, object]:
     """The settings of configuration ``name`` (see the module docstring); ``after``: today's defaults."""
     if name == "after":
         return {}
-    if name in CONFIGS:
+    if name in CONFIGS:  # names with a + of their own (cosine+decay, min_steps200+lr0.001+cosine)
         return {**BEFORE, **CONFIGS[name]}
-    config: dict[str, object] = dict(BEFORE)
-    for part in name.split("+"):
-        setting, is_setting, value = part.partition("=")
-        if is_setting:
-            config[setting.strip()] = value.strip()
-        elif part in CONFIGS:
-            config |= CONFIGS[part]
-        elif part == "decay":  # the decays of cosine+decay
-            config |= {"weight_decay": 0.01, "embedding_weight_decay": 0.1}
-        else:
-            raise SystemExit(f"config {name!r}: {part!r} is neither a configuration nor NAME=VALUE")
-    return config
+    return {**BEFORE, **named_settings(name, CONFIGS, "a configuration")}
 
 
 def _row(settings: Settings, ds: str, name: str, seed: int, epochs: int, patience: int = 0) -> dict:

@@ -48,7 +48,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_ranking import within_user_spearman  # noqa: E402
-from bench.common import table  # noqa: E402
+from bench.common import named_settings, table  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
 from mtl_model.learn.metrics import auc  # noqa: E402
 from mtl_model.learn.networks import predict_proba  # noqa: E402
@@ -73,16 +73,7 @@ SHOP_FILE = "bench-models.json"  # the shop and sequence length a home was built
 def variant_settings(base: Settings, name: str, history: int, seed: int) -> Settings:
     """``name``: variants and ``NAME=VALUE`` settings joined by ``+``, with an optional ``:ARCH``."""
     kind, _, arch = name.partition(":")
-    options: dict[str, object] = {}
-    for part in kind.split("+"):
-        setting, is_setting, value = part.partition("=")
-        if is_setting:
-            options[setting.strip()] = value.strip().replace("/", ",")  # --configs splits on commas
-        elif part in VARIANTS:
-            options |= VARIANTS[part]
-        else:
-            known = ", ".join(VARIANTS)
-            raise SystemExit(f"config {name!r}: {part!r} is neither a variant ({known}) nor NAME=VALUE")
+    options = named_settings(kind, VARIANTS, "a variant")
     changes = {"seed": seed, "history_length": history if options.pop("history", False) else 0, **options}
     if arch:
         changes["architecture"] = arch

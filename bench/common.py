@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: simulated training samples with the ``samples.parquet`` schema,
-their tensors, and a plain-text / Markdown table printer.
+their tensors, a plain-text / Markdown table printer, and the parser of the benches' configuration
+names (:func:`named_settings`).
 
 ``simulated_samples`` runs :func:`mtl_model.sources.simulate.simulate` into a scratch home and turns the
 landing-zone events into one row per exposure exactly like ``dbt_project/models/marts/interactions.sql``
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -224,3 +225,23 @@ def table(rows: list[dict], columns: Sequence[str], markdown: bool = False) -> s
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def named_settings(
+    name: str, named: Mapping[str, Mapping[str, object]], kind: str = "a name"
+) -> dict[str, object]:
+    """The settings of a configuration name: parts joined by ``+``, each one of ``named`` (its
+    settings) or ``NAME=VALUE`` (a list with ``/`` for its commas, since the benches split their
+    ``--configs`` on commas); later parts win. Settings validates the values."""
+    options: dict[str, object] = {}
+    for part in name.split("+"):
+        setting, is_setting, value = part.partition("=")
+        if is_setting:
+            options[setting.strip()] = value.strip().replace("/", ",")
+        elif part in named:
+            options |= named[part]
+        else:
+            raise SystemExit(
+                f"config {name!r}: {part!r} is neither {kind} ({', '.join(named)}) nor NAME=VALUE"
+            )
+    return options

@@ -258,8 +258,9 @@ def _api_notes(home: Path, port: int) -> dict[str, str | None]:
 
 def _tries(home: Path, run_id: str) -> tuple[str, dict[str, tuple[str, int]]]:
     """The run's state and each of its task instances' (state, try number)."""
-    sql = "select task_id, state, try_number from task_instance where dag_id = 'tandem_nightly' "
-    sql += "and run_id = ?"
+    sql = (
+        "select task_id, state, try_number from task_instance where dag_id = 'tandem_nightly' and run_id = ?"
+    )
     [(state,)] = _metadata(home, "select state from dag_run where run_id = ?", (run_id,))
     return state, {task: (st, n) for task, st, n in _metadata(home, sql, (run_id,))}
 
