@@ -117,6 +117,29 @@ def test_metrics_among_views_and_their_names() -> None:
     )
 
 
+def test_metrics_with_the_position_left_out_and_their_names() -> None:
+    es = _eval_set(None)
+    rng = np.random.default_rng(2)
+    logged, plain = (rng.random(400) + es.y[:, 0].numpy() * w for w in (0.6, 0.2))
+    metrics = set_metrics(es, ("click",), {"click": logged}, {"click": plain})
+    click = metrics["click"]
+    assert click["auc_no_position"] == pytest.approx(auc(es.y[:, 0].numpy(), plain))
+    assert (
+        click["auc"] == pytest.approx(auc(es.y[:, 0].numpy(), logged))
+        and click["auc"] > click["auc_no_position"]
+    )
+    assert "n_pos_no_position" not in click and "positive_rate_no_position" not in click  # the rows' counts
+    rows = metrics_rows(metrics, {"single_task": metrics}, [])
+    names = {(t, m) for t, m, _ in rows}
+    assert {
+        ("click", "auc_single_task_no_position"),
+        ("click", "gauc_no_position"),
+        ("all", "mean_auc_no_position"),
+        ("all", "mean_auc_single_task_no_position"),
+    } <= names
+    assert metric_name("auc_no_position", "popularity") == "auc_popularity_no_position"
+
+
 def test_report_picks_the_test_split_and_says_what_is_noise() -> None:
     mm = pl.DataFrame(
         {
@@ -163,3 +186,23 @@ def test_settings_validate_the_new_options() -> None:
     for bad in ({"test_fraction": 1.0}, {"weight_decay": -0.1}, {"lr_schedule": "linear"}):
         with pytest.raises(ValidationError):
             Settings(**bad)
+
+
+def test_report_tables_show_the_position_left_out_after_the_logged_rows() -> None:
+    from datetime import date
+
+    from mtl_model.outputs.report.sections import _tables
+
+    ds = date(2026, 11, 3)
+    names = [("all", "mean_auc"), ("all", "mean_auc_no_position"), ("click", "auc"), ("click", "n_pos")]
+    names += [("click", "auc_no_position"), ("click", "auc_single_task_no_position")]
+    mm = pl.DataFrame(
+        {"ds": [ds] * len(names), "task": [t for t, _ in names], "metric": [m for _, m in names]}
+    ).with_columns(value=pl.Series([0.8, 0.7, 0.81, 12.0, 0.71, 0.69]))
+    tables = _tables(mm, ds, ["click"])
+    assert [t["suffix"] for t in tables] == ["", "_no_position"] and tables[0]["title"] == "all rows"
+    row = tables[1]["rows"][0]
+    assert row["auc"]["joint"] == 0.71 and row["n_pos"] == 12.0  # the counts are the logged rows'
+    assert row["delta"] == pytest.approx(0.02)
+    alone = _tables(mm.filter(~pl.col("metric").str.ends_with("_no_position")), ds, ["click"])
+    assert [(t["suffix"], t["title"]) for t in alone] == [("", "")]

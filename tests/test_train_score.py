@@ -666,14 +666,48 @@ def test_a_backfilled_older_day_is_judged_and_scored_by_the_registry_as_of_that_
     assert again.version == later.version and again.promoted
 
 
+def test_metrics_with_the_position_left_out_are_those_of_the_candidates_scoring(trained) -> None:
+    """Rows with a logged position get ``*_no_position`` rows on each split: the registered model (and
+    the references) scoring the same rows with the position null, as every candidate is scored."""
+    from mtl_model.learn.metrics import auc, gauc
+    from mtl_model.learn.registry import load_version
+    from mtl_model.learn.samples import read_split, split_test
+
+    settings, result = trained
+    df = pl.read_parquet(result.metrics_path)
+    test = {(r["task"], r["metric"]): r["value"] for r in df.filter(split="test").iter_rows(named=True)}
+    model, encoders, _ = load_version(settings, result.version)
+    rows = split_test(read_split(settings, DS)[1], settings.test_fraction)[1]
+    logged = predict_proba(model, *encoders.encode(rows))
+    unplaced = predict_proba(model, *encoders.encode(rows.with_columns(pl.lit(None).alias("position"))))
+    users = rows["user_id"].to_numpy()
+    for task in TASKS:
+        y = rows[task].to_numpy()
+        assert test[(task, "auc_no_position")] == pytest.approx(auc(y, unplaced[task].numpy()), abs=1e-12)
+        assert test[(task, "gauc_no_position")] == pytest.approx(gauc(y, unplaced[task].numpy(), users))
+        assert test[(task, "auc")] == pytest.approx(auc(y, logged[task].numpy()), abs=1e-12)
+        assert test[(task, "auc_no_position")] != test[(task, "auc")]  # the position is an input here
+        assert 0.5 < test[(task, "auc_single_task_no_position")] < 1
+        # the popularity rates never read the position; the truth has no such measure
+        assert test[(task, "auc_popularity_no_position")] == test[(task, "auc_popularity")]
+        assert (task, "n_pos_no_position") not in test and (task, "auc_truth_no_position") not in test
+    assert test[("all", "mean_auc_no_position")] == pytest.approx(
+        np.mean([test[(t, "auc_no_position")] for t in TASKS])
+    )
+    assert ("all", "mean_auc_single_task_no_position") in test
+    assert df.filter(split="validation", metric="mean_auc_no_position").height == 1
+
+
 def test_metrics_among_real_views_when_the_samples_tell_them(samples: pl.DataFrame, tmp_path: Path) -> None:
     """With an ``exposure`` column (view-only sources), every split also gets ``*_views`` rows: the
-    metrics among real exposures, sampled negatives left out."""
+    metrics among real exposures, sampled negatives left out. View-only sources log no position:
+    then no ``*_no_position`` rows either (they would repeat the rows')."""
     rng = np.random.default_rng(3)
     sampled = (samples["click"] == 0).to_numpy() & (rng.random(samples.height) < 0.6)
     kinds = np.where(sampled, "sampled", np.where(rng.random(samples.height) < 0.1, "implied", "view"))
     settings = quick(tmp_path, epochs=1)
-    write_inputs(settings, samples.with_columns(pl.Series("exposure", kinds)))
+    unplaced = samples.with_columns(pl.Series("exposure", kinds), pl.lit(None, pl.Int32).alias("position"))
+    write_inputs(settings, unplaced)
     result = train(settings, DS)
     df = pl.read_parquet(result.metrics_path)
     for split in ("validation", "test"):
@@ -687,6 +721,7 @@ def test_metrics_among_real_views_when_the_samples_tell_them(samples: pl.DataFra
         result.test_metrics["cart"]["auc_views"]
         == df.filter(split="test", task="cart", metric="auc_views")["value"][0]
     )
+    assert not df.filter(pl.col("metric").str.ends_with("_no_position")).height
 
 
 def _mean_predicted(

@@ -15,7 +15,9 @@
   rows match, the ceiling is skipped (logged), never guessed.
 
 :func:`reference_metrics` measures all three on each split of the day (validation and test; the nightly
-train step calls it), among real exposures too where the samples tell them apart.
+train step calls it), among real exposures too where the samples tell them apart, and the first two
+with the logged position left out where the rows have one (``_no_position``; the truth is the logged
+exposures' probability, position and all, so it has no such measure).
 """
 
 from __future__ import annotations
@@ -144,12 +146,13 @@ def reference_metrics(
     train_df, train_tensors = train
     out: dict[str, dict[str, TaskMetrics]] = {es.split: {} for es in sets}
     for es in sets:
-        pop = popularity_scores(train_df, es.df, tasks)
-        out[es.split]["popularity"] = set_metrics(es, tasks, {t: pop[t].to_numpy() for t in tasks})
+        pop = {t: s.to_numpy() for t, s in popularity_scores(train_df, es.df, tasks).items()}
+        # the rates do not read the position: left out, it changes nothing of them
+        out[es.split]["popularity"] = set_metrics(es, tasks, pop, pop if es.unplaced is not None else None)
     if single_task:
         single = _single_task_probs(settings, model_kwargs, encoders, train_tensors, sets, device)
-        for es, probs in zip(sets, single, strict=True):
-            out[es.split]["single_task"] = set_metrics(es, tasks, probs)
+        for es, (probs, unplaced) in zip(sets, single, strict=True):
+            out[es.split]["single_task"] = set_metrics(es, tasks, probs, unplaced)
     for es in sets:
         truth = _truth_probs(settings, ds, es.df)
         if truth is not None:
@@ -164,12 +167,13 @@ def _single_task_probs(
     train_tensors: tuple[torch.Tensor, ...],
     sets: Sequence[EvalSet],
     device: torch.device,
-) -> list[dict[str, np.ndarray]]:
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]]:
     """One model per task: the joint model's architecture and settings, one fixed-weight loss, no
-    ESMM, its epoch picked on ``sets[0]``; its predictions on every set."""
+    ESMM, its epoch picked on ``sets[0]``; its predictions on every set: as logged, and with the
+    position left out (None when the set has no ``unplaced`` encoding)."""
     cat_tr, num_tr, y_tr = train_tensors[:3]
     selection = sets[0]
-    probs: list[dict[str, np.ndarray]] = [{} for _ in sets]
+    probs = [({}, None if es.unplaced is None else {}) for es in sets]
     for i, task in enumerate(settings.tasks):
         with deterministic(settings.seed):
             model = build_network(settings, encoders, (task,), {**model_kwargs, "esmm": False}).to(device)
@@ -181,8 +185,10 @@ def _single_task_probs(
                 device=device,
                 weighting=make_weighting("fixed", 1),
             )
-            for out, es in zip(probs, sets, strict=True):
-                out[task] = predict_proba(model, es.cat, es.num, device=device)[task].numpy()
+            for (logged, unplaced), es in zip(probs, sets, strict=True):
+                logged[task] = predict_proba(model, es.cat, es.num, device=device)[task].numpy()
+                if unplaced is not None and es.unplaced is not None:
+                    unplaced[task] = predict_proba(model, *es.unplaced, device=device)[task].numpy()
     return probs
 
 

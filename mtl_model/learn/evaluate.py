@@ -6,11 +6,15 @@ The day ``ds`` is cut by user hash (:func:`mtl_model.learn.samples.split_test`) 
 **validation** split (it picks the epoch and the promotion) and the **test** split (the night's
 reported metrics: nothing was chosen on it). Each split is an :class:`EvalSet`. When the samples tell
 real exposures from sampled negatives, every metric is also measured among the real exposures only,
-named with the suffix ``_views``.
+named with the suffix ``_views``. When the rows carry a logged feed position, the models are also
+measured with the position left out, as the nightly candidates are scored (they have none), named
+with the suffix ``_no_position``: a model that leans on the logged position scores well on the logged
+rows and not on the candidates, and this measure tells the two apart.
 
-Metric names in ``model_metrics``: ``<base>[_<reference>][_views]``, with ``base`` in
+Metric names in ``model_metrics``: ``<base>[_<reference>][_views|_no_position]``, with ``base`` in
 :data:`TASK_METRICS`, ``reference`` in :data:`BASELINE_SUFFIXES`; task ``all``: ``mean_auc``
-(``mean_auc_<reference>``, ``mean_auc[_<reference>]_views``) and the night's counts.
+(``mean_auc_<reference>``, ``mean_auc[_<reference>]_views``, the same with ``_no_position``) and the
+night's counts.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ METRICS_SCHEMA = {
 BASELINE_SUFFIXES = ("popularity", "single_task", "truth")
 SPLITS = ("validation", "test")  # validation: picks the epoch and the promotion; test: reported
 VIEWS = "_views"  # the suffix of the metrics among real exposures (view-only sources)
+NO_POSITION = "_no_position"  # the suffix of the metrics with the logged position left out
+SUFFIXES = (VIEWS, NO_POSITION)  # the last part of a metric name, after the reference
 # the per-task metrics; a reference writes all but the class counts and the positive rate (the rows')
 TASK_METRICS = ("auc", "auc_se", "n_pos", "n_neg", "gauc", "logloss", "positive_rate")
 _ROW_METRICS = ("n_pos", "n_neg", "positive_rate")
@@ -59,6 +65,7 @@ class EvalSet:
     y: torch.Tensor  # labels [N, T]
     groups: np.ndarray  # the user of each row (GAUC)
     real: np.ndarray | None = None  # real exposures (bool [N]); None: no sampled negatives to leave out
+    unplaced: tuple[torch.Tensor, torch.Tensor] | None = None  # cat, num with the position left out
 
     @property
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -69,9 +76,16 @@ class EvalSet:
         return int(self.y.shape[0])
 
 
-def set_metrics(es: EvalSet, tasks: Sequence[str], probs: dict[str, np.ndarray]) -> TaskMetrics:
-    """The metrics of the predictions ``probs`` (task -> [N]) on ``es``: on all rows, and among the
-    real exposures (keys with ``_views``) when ``es.real`` is given. Tasks not in ``probs`` are left out."""
+def set_metrics(
+    es: EvalSet,
+    tasks: Sequence[str],
+    probs: dict[str, np.ndarray],
+    unplaced: dict[str, np.ndarray] | None = None,
+) -> TaskMetrics:
+    """The metrics of the predictions ``probs`` (task -> [N]) on ``es``: on all rows, among the real
+    exposures (keys with ``_views``) when ``es.real`` is given, and of the predictions ``unplaced``
+    made with the position left out (keys with ``_no_position``, all rows, no class counts: they are
+    the rows'). Tasks not in ``probs`` are left out."""
     labels = es.y.numpy()
     out: TaskMetrics = {}
     for i, task in enumerate(tasks):
@@ -82,13 +96,20 @@ def set_metrics(es: EvalSet, tasks: Sequence[str], probs: dict[str, np.ndarray])
         if es.real is not None:
             views = task_metrics(labels[es.real, i], p[es.real], es.groups[es.real])
             out[task] |= {k + VIEWS: v for k, v in views.items()}
+        if unplaced is not None and task in unplaced:
+            plain = task_metrics(labels[:, i], np.asarray(unplaced[task]), es.groups)
+            out[task] |= {k + NO_POSITION: v for k, v in plain.items() if k not in _ROW_METRICS}
     return out
 
 
 def evaluate(model: torch.nn.Module, es: EvalSet, device: torch.device) -> TaskMetrics:
-    """The model's metrics on ``es`` (see :func:`set_metrics`)."""
+    """The model's metrics on ``es`` (see :func:`set_metrics`): as logged, and with the position left
+    out when ``es.unplaced`` is given."""
     probs = predict_proba(model, es.cat, es.num, device=device)
-    return set_metrics(es, tuple(model.tasks), {t: v.numpy() for t, v in probs.items()})
+    unplaced = None
+    if es.unplaced is not None:
+        unplaced = {t: v.numpy() for t, v in predict_proba(model, *es.unplaced, device=device).items()}
+    return set_metrics(es, tuple(model.tasks), {t: v.numpy() for t, v in probs.items()}, unplaced)
 
 
 def task_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None) -> dict[str, float]:
@@ -126,20 +147,26 @@ def validation_score(
     return -float(np.mean([log_loss(labels[:, i], probs[t].numpy()) for i, t in enumerate(model.tasks)]))
 
 
+def _suffix(name: str) -> str:
+    """The name's last part among :data:`SUFFIXES` ("" when none)."""
+    return next((sfx for sfx in SUFFIXES if name.endswith(sfx)), "")
+
+
 def metric_name(base: str, reference: str = "") -> str:
     """``auc`` + ``single_task`` → ``auc_single_task``; ``auc_views`` + ``single_task`` →
-    ``auc_single_task_views`` (the ``_views`` suffix stays last)."""
-    views = base.endswith(VIEWS)
-    stem = base.removesuffix(VIEWS) if views else base
-    return stem + (f"_{reference}" if reference else "") + (VIEWS if views else "")
+    ``auc_single_task_views`` (the ``_views`` or ``_no_position`` suffix stays last)."""
+    suffix = _suffix(base)
+    return base.removesuffix(suffix) + (f"_{reference}" if reference else "") + suffix
 
 
 def mean_aucs(metrics: TaskMetrics, reference: str = "") -> list[MetricRow]:
-    """Task ``all``: ``mean_auc`` (with the reference's suffix) and, when measured, ``mean_auc_views``."""
+    """Task ``all``: ``mean_auc`` (with the reference's suffix) and, when measured, ``mean_auc_views``
+    and ``mean_auc_no_position``."""
     rows = [("all", metric_name("mean_auc", reference), mean_finite([m["auc"] for m in metrics.values()]))]
-    views = [m["auc" + VIEWS] for m in metrics.values() if "auc" + VIEWS in m]
-    if views:
-        rows.append(("all", metric_name("mean_auc" + VIEWS, reference), mean_finite(views)))
+    for suffix in SUFFIXES:
+        values = [m["auc" + suffix] for m in metrics.values() if "auc" + suffix in m]
+        if values:
+            rows.append(("all", metric_name("mean_auc" + suffix, reference), mean_finite(values)))
     return rows
 
 
@@ -155,7 +182,7 @@ def metrics_rows(
             (t, metric_name(k, name), v)
             for t, m in per_task.items()
             for k, v in m.items()
-            if k.removesuffix(VIEWS) not in _ROW_METRICS
+            if k.removesuffix(_suffix(k)) not in _ROW_METRICS
         ]
     rows += mean_aucs(metrics)
     rows += list(summary)

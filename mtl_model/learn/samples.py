@@ -8,7 +8,8 @@ The validation day is cut in two by :func:`split_test`: the users whose hash fal
 ``test_fraction`` are the **test** split, the others the **validation** split (see docs/models.md).
 Both draws are :mod:`mtl_model.hashing`'s (the same in every process, machine and library version).
 :func:`real_exposures` tells real exposures from sampled negatives when the export carries the
-``exposure`` column.
+``exposure`` column; :func:`without_position` gives the rows as the nightly candidates are scored,
+with no feed position.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mtl_model.learn.networks import ESMM_PARENT
 
 SAMPLES_FILE = "samples.parquet"
 EXPOSURE_COLUMN = "exposure"  # 'view' | 'implied' | 'sampled' (view-only sources), when exported
+POSITION = "position"  # the logged feed position of an exposure (null for a candidate)
 SAMPLED = "sampled"  # the exposure of a drawn negative; every other value (impression, view, implied) is real
 # what identifies a training row for the negative down-sampling when the export has no exposure_id
 ROW_KEY = ("ds", "user_id", "item_id", "scene", "position")
@@ -142,3 +144,11 @@ def real_exposures(df: pl.DataFrame) -> np.ndarray | None:
     real = (df.get_column(EXPOSURE_COLUMN).cast(pl.String()) != SAMPLED).fill_null(True)
     mask = real.to_numpy()
     return mask if not mask.all() else None
+
+
+def without_position(df: pl.DataFrame) -> pl.DataFrame | None:
+    """The rows with the logged position left out (null: what every scoring candidate has), or None
+    when no row has a position (nothing to leave out: the metrics would repeat those of the rows)."""
+    if POSITION not in df.columns or df.get_column(POSITION).null_count() == df.height:
+        return None
+    return df.with_columns(pl.lit(None, dtype=df.schema[POSITION]).alias(POSITION))

@@ -77,6 +77,7 @@ from mtl_model.learn.options import (
 )
 from mtl_model.learn.registry import MODEL_FORMAT, Promotion, file_sha256, register, version_name
 from mtl_model.learn.samples import (
+    POSITION,
     SAMPLE_WEIGHT,
     SAMPLES_FILE,
     esmm_targets,
@@ -85,6 +86,7 @@ from mtl_model.learn.samples import (
     read_split,
     real_exposures,
     split_test,
+    without_position,
 )
 
 __all__ = [
@@ -213,10 +215,15 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
 
 
 def _eval_set(split: str, df: pl.DataFrame, encoders: Encoders, tasks: tuple[str, ...]) -> EvalSet:
-    """One split of the day, encoded with the training window's encoders."""
+    """One split of the day, encoded with the training window's encoders; encoded a second time with
+    the position left out when the model reads a position and the rows have one (the ``_no_position``
+    metrics: as the candidates are scored)."""
     cat, num = encoders.encode(df)
     groups = df.get_column("user_id").cast(pl.String()).fill_null("").to_numpy()
-    return EvalSet(split, df, cat, num, labels(df, tasks), groups, real_exposures(df))
+    reads_position = POSITION in (*encoders.spec.categorical, *encoders.spec.numeric)
+    unplaced = without_position(df) if reads_position else None
+    unplaced_tensors = None if unplaced is None else encoders.encode(unplaced)
+    return EvalSet(split, df, cat, num, labels(df, tasks), groups, real_exposures(df), unplaced_tensors)
 
 
 def train(settings: Settings, ds: date | str, callbacks: Sequence[EpochCallback] = ()) -> TrainResult:

@@ -25,6 +25,13 @@ _REASONS = re.compile(r";\s*(?![^()]*\))")
 
 
 VIEWS = "_views"  # metrics among real exposures (mtl_model.learn.evaluate)
+NO_POSITION = "_no_position"  # metrics with the logged position left out, as candidates are scored
+AMONG = {"": "", VIEWS: " among real views", NO_POSITION: " with the position left out"}
+TABLE_TITLES = {
+    VIEWS: "among real views (sampled negatives left out)",
+    "": "all rows",
+    NO_POSITION: "with the logged position left out (as the candidates are scored)",
+}
 NOISE_SE = 2.0  # a joint − single-task difference under this many standard errors is "within noise"
 
 
@@ -113,20 +120,35 @@ def within_noise(diff: float | None, se_a: float | None, se_b: float | None) -> 
 def task_rows(mm: pl.DataFrame, ds: date, tasks: list[str], views: str = "") -> list[dict]:
     """One row per task of the night: AUC, its standard error and GAUC per reference, the positives
     and negatives, joint − single-task and whether it is within the noise; ``views="_views"``: among
-    real exposures only."""
+    real exposures only; ``views="_no_position"``: with the position left out (the same rows)."""
     rows = []
+    counts = "" if views == NO_POSITION else views  # the rows are the logged rows
     for task in tasks:
-        row: dict = {"task": task, "among": " among real views" if views else ""}
+        row: dict = {"task": task, "among": AMONG[views]}
         for name in ("auc", "auc_se", "gauc"):
             row[name] = {
                 label: _one(mm, _name(name, suffix, views), task, ds) for label, suffix in REFERENCES.items()
             }
-        row["n_pos"], row["n_neg"] = (_one(mm, _name(k, "", views), task, ds) for k in ("n_pos", "n_neg"))
+        row["n_pos"], row["n_neg"] = (_one(mm, _name(k, "", counts), task, ds) for k in ("n_pos", "n_neg"))
         joint, single = row["auc"]["joint"], row["auc"]["single-task"]
         row["delta"] = None if joint is None or single is None else joint - single
         row["within_noise"] = within_noise(row["delta"], row["auc_se"]["joint"], row["auc_se"]["single-task"])
         rows.append(row)
     return rows
+
+
+def _tables(shown: pl.DataFrame, ds: date, tasks: list[str]) -> list[dict]:
+    """The night's tables of task rows: among real views first where measured, all rows, then with
+    the position left out where measured; the all-rows table has no title when it is alone."""
+    measured = [s for s in TABLE_TITLES if not s or _one(shown, "mean_auc" + s, "all", ds) is not None]
+    return [
+        {
+            "title": TABLE_TITLES[sfx] if len(measured) > 1 else "",
+            "suffix": sfx,
+            "rows": task_rows(shown, ds, tasks, sfx),
+        }
+        for sfx in measured
+    ]
 
 
 def model_section(nights: Nights, current: str | None) -> dict:
@@ -138,18 +160,10 @@ def model_section(nights: Nights, current: str | None) -> dict:
         return {}
     shown, chosen = reported(mm), selection(mm)
     tasks = tasks_of(mm)
-    tables = []
-    if _one(shown, "mean_auc" + VIEWS, "all", ds) is not None:
-        tables.append(
-            {
-                "title": "among real views (sampled negatives left out)",
-                "rows": task_rows(shown, ds, tasks, VIEWS),
-            }
-        )
-    tables.append({"title": "all rows" if tables else "", "rows": task_rows(shown, ds, tasks)})
+    tables = _tables(shown, ds, tasks)
     rows = [r for t in tables for r in t["rows"]]
     references = [k for k in REFERENCES if any(r["auc"][k] is not None for r in rows)]
-    views = VIEWS if len(tables) > 1 else ""
+    views = VIEWS if tables[0]["suffix"] == VIEWS else ""  # the chart follows the first table
     series = {
         f"{name}/{task}": {
             label: _values(shown, _name(name, REFERENCES[label], views), task)
@@ -165,7 +179,7 @@ def model_section(nights: Nights, current: str | None) -> dict:
     split = night_split(mm, ds)
     return {
         "tables": tables,
-        "rows": tables[-1]["rows"],
+        "rows": next(t["rows"] for t in tables if not t["suffix"]),
         "references": references,
         "remarks": _remarks(rows),
         "chart": charts.metric_trends(series, ("auc", "gauc"), nights.days),
