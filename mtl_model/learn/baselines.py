@@ -187,7 +187,7 @@ def _single_task_probs(
             )
             for (logged, unplaced), es in zip(probs, sets, strict=True):
                 logged[task] = predict_proba(model, es.cat, es.num, device=device)[task].numpy()
-                if unplaced is not None and es.unplaced is not None:
+                if unplaced is not None:
                     unplaced[task] = predict_proba(model, *es.unplaced, device=device)[task].numpy()
     return probs
 

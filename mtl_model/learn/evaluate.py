@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from mtl_model.learn.metrics import auc, auc_standard_error, gauc, log_loss
+from mtl_model.learn.metrics import NO_POSITION, SUFFIXES, VIEWS, auc, auc_standard_error, gauc, log_loss
 from mtl_model.learn.networks import predict_proba
 
 METRICS_SCHEMA = {
@@ -43,9 +43,6 @@ METRICS_SCHEMA = {
 # auc_popularity, gauc_single_task, logloss_truth, … (task "all": mean_auc_<suffix>).
 BASELINE_SUFFIXES = ("popularity", "single_task", "truth")
 SPLITS = ("validation", "test")  # validation: picks the epoch and the promotion; test: reported
-VIEWS = "_views"  # the suffix of the metrics among real exposures (view-only sources)
-NO_POSITION = "_no_position"  # the suffix of the metrics with the logged position left out
-SUFFIXES = (VIEWS, NO_POSITION)  # the last part of a metric name, after the reference
 # the per-task metrics; a reference writes all but the class counts and the positive rate (the rows')
 TASK_METRICS = ("auc", "auc_se", "n_pos", "n_neg", "gauc", "logloss", "positive_rate")
 _ROW_METRICS = ("n_pos", "n_neg", "positive_rate")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+# the last part of a metric name in model_metrics, after the reference (read by the report too)
+VIEWS = "_views"  # among real exposures (view-only sources)
+NO_POSITION = "_no_position"  # with the logged position left out, as the candidates are scored
+SUFFIXES = (VIEWS, NO_POSITION)
+
 
 def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve by ranks (Mann-Whitney U), tied scores get their average rank.

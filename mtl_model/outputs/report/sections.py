@@ -8,6 +8,7 @@ from datetime import date
 
 import polars as pl
 
+from mtl_model.learn.metrics import NO_POSITION, VIEWS
 from mtl_model.outputs.report import charts
 from mtl_model.outputs.report.fmt import metric, seconds, signed
 from mtl_model.outputs.report.nights import STEPS_ORDER, Nights, step_summary
@@ -24,8 +25,6 @@ FEEDBACK_ROWS = (*FEEDBACK_METRICS, "purchase_hit_rate", "shown_rate", "users_ev
 _REASONS = re.compile(r";\s*(?![^()]*\))")
 
 
-VIEWS = "_views"  # metrics among real exposures (mtl_model.learn.evaluate)
-NO_POSITION = "_no_position"  # metrics with the logged position left out, as candidates are scored
 AMONG = {"": "", VIEWS: " among real views", NO_POSITION: " with the position left out"}
 TABLE_TITLES = {
     VIEWS: "among real views (sampled negatives left out)",
@@ -140,7 +139,9 @@ def task_rows(mm: pl.DataFrame, ds: date, tasks: list[str], views: str = "") -> 
 def _tables(shown: pl.DataFrame, ds: date, tasks: list[str]) -> list[dict]:
     """The night's tables of task rows: among real views first where measured, all rows, then with
     the position left out where measured; the all-rows table has no title when it is alone."""
-    measured = [s for s in TABLE_TITLES if not s or _one(shown, "mean_auc" + s, "all", ds) is not None]
+    measured = [
+        sfx for sfx in TABLE_TITLES if not sfx or _one(shown, f"mean_auc{sfx}", "all", ds) is not None
+    ]
     return [
         {
             "title": TABLE_TITLES[sfx] if len(measured) > 1 else "",
