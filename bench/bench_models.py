@@ -15,6 +15,8 @@ and scores the same candidates. Per configuration and seed it prints:
   split (``--split validation``: the split that picks the epoch), and the joint model's AUC per task
   on the split's search-scene rows alone (``search_<task>_auc``);
 * the truth ceiling's AUC (the simulator's p of each logged exposure);
+* the same AUCs of the joint model and of its single-task baselines with the logged position left
+  out, as the candidates are scored (``*_no_position``, the nightly metrics of that name);
 * the top-10 lists from the candidates (fused score, category cap) judged by the truth, as shares of
   the oracle's clicks and purchases from the same candidates, and the within-user Spearman
   correlation of p_click and p_purchase with the true probabilities.
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_ranking import within_user_spearman  # noqa: E402
 from bench.common import named_settings, table  # noqa: E402
 from mtl_model.config import Settings  # noqa: E402
-from mtl_model.learn.metrics import auc  # noqa: E402
+from mtl_model.learn.metrics import NO_POSITION, auc  # noqa: E402
 from mtl_model.learn.networks import predict_proba  # noqa: E402
 from mtl_model.learn.registry import load_version  # noqa: E402
 from mtl_model.learn.samples import read_samples, split_test  # noqa: E402
@@ -179,10 +181,14 @@ def run(settings: Settings, config: SimConfig, name: str, args: argparse.Namespa
         row.update({f"{task}_auc": m["auc"], f"{task}_auc_single": single.get("auc", float("nan"))})
         row.update({f"{task}_gauc": m["gauc"], f"{task}_gauc_single": single.get("gauc", float("nan"))})
         row[f"{task}_auc_truth"] = truth.get("auc", float("nan"))
+        for name, got in (("auc_no_position", m), ("auc_single_no_position", single)):  # as candidates
+            row[f"{task}_{name}"] = got.get("auc" + NO_POSITION, float("nan"))
     row["mean_auc"], row["mean_auc_single"] = (
         result.test_mean_auc if test else result.mean_auc,
         float(np.nanmean([row[f"{t}_auc_single"] for t in metrics])),
     )
+    for name in ("auc_no_position", "auc_single_no_position"):  # nan where the rows carry no position
+        row[f"mean_{name}"] = float(np.mean([row[f"{t}_{name}"] for t in metrics]))
     row.update(scene_auc(variant, result.version, args.split, "search"))
     row.update(judge(variant, config, result.version, args.k))
     return row
@@ -221,6 +227,8 @@ def main() -> None:
     columns = ["config", "seed", "mean_auc", "mean_auc_single"]
     columns += [f"{t}_{m}" for t in tasks for m in ("auc", "auc_single", "gauc", "gauc_single", "auc_truth")]
     columns += [f"search_{t}_auc" for t in tasks]
+    columns += ["mean_auc_no_position", "mean_auc_single_no_position"]
+    columns += [f"{t}_{m}" for t in tasks for m in ("auc_no_position", "auc_single_no_position")]
     columns += ["clicks_vs_oracle", "purchases_vs_oracle", "rho_click", "rho_purchase", "train_s"]
     print(table(rows, columns, markdown=True))
     means = pl.DataFrame(rows).group_by("config", maintain_order=True).agg(pl.exclude("seed").mean())
