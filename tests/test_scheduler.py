@@ -10,8 +10,8 @@ that names the day), waits for them, checks the ds on every run (`dags list-runs
 through the REST API, `tandem runs -o json`), clears a finished task of one day with the documented
 `tasks clear` and sees the rerun fail (an I/O error made for it) and its tasks after it
 `upstream_failed`, clears those with the documented `--only-failed` form and waits until they ran
-again, and compares every published table with `tandem backfill` (in process, date order) on a
-copy of the same landing zone.
+again (`publish` of one day, then `train` of another), and compares every published table with
+`tandem backfill` (in process, date order) on a copy of the same landing zone.
 """
 
 from __future__ import annotations
@@ -310,15 +310,15 @@ def _fail_then_clear_failed(env: dict[str, str], home: Path, ds: date, task: str
     return {"before": before, "failed": stopped, "rerun": ran}
 
 
-def _assert_cleared(tries: dict) -> None:
-    """What :func:`_fail_then_clear_failed` saw: the clear reran ``publish`` and ``report`` only;
-    ``publish`` failed twice (its retry), ``report`` never ran; the ``--only-failed`` clear reran
-    exactly those two, and nothing else ran again."""
+def _assert_cleared(tries: dict, task: str, stopped: set[str]) -> None:
+    """What :func:`_fail_then_clear_failed` saw: the clear reran ``task`` and the tasks after it
+    (``stopped``) only; ``task`` failed twice (its retry) and left those ``upstream_failed``, never
+    run; the ``--only-failed`` clear reran exactly ``task`` and ``stopped``, nothing else again."""
     before, failed, rerun = tries["before"], tries["failed"], tries["rerun"]
     not_ok = {t: st for t, (st, _) in failed.items() if st != "success"}
-    assert not_ok == {"publish": "failed", "report": "upstream_failed"}, failed
-    assert failed["publish"][1] == before["publish"][1] + 2, (before, failed)  # the clear, the retry
-    assert {t for t in rerun if rerun[t][1] > before[t][1]} == {"publish", "report"}, (before, rerun)
+    assert not_ok == {task: "failed", **dict.fromkeys(stopped, "upstream_failed")}, failed
+    assert failed[task][1] == before[task][1] + 2, (before, failed)  # the clear, the retry
+    assert {t for t in rerun if rerun[t][1] > before[t][1]} == {task, *stopped}, (before, rerun)
     assert all(st == "success" for st, _ in rerun.values()), rerun
 
 
@@ -473,7 +473,11 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
         # a finished task cleared and run again (with its downstream tasks) fails; cleared again with
         # --only-failed, it and what it stopped run once more: the day replaced again, not doubled
         tries = _fail_then_clear_failed(env, sched, DAYS[1], "publish", wait)
-        _assert_cleared(tries)
+        _assert_cleared(tries, "publish", {"report"})
+        # the same for a failed train of the first day: the model retrained (after the later day's),
+        # the day scored and published again by it
+        tries = _fail_then_clear_failed(env, sched, DAYS[0], "train", wait)
+        _assert_cleared(tries, "train", {"score", "anomalies", "publish", "report"})
         _stop(procs)
         ours = {run["run_id"]: run for run in _json_list(_tandem(env, "runs", "-o", "json").stdout)}
         assert reference.wait(timeout=max(60, deadline - time.monotonic())) == 0, (
