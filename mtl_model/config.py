@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # decoupled (AdamW) decay of the dense layers
     # decoupled decay of the embedding rows a batch touches (lazy, like their Adam moments)
     embedding_weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # the embedding tables learn for this many epochs and are then held fixed while the layers go on
+    # learning (the one-epoch overfitting of CTR models sits in the embeddings: Zhang et al. 2022);
+    # 0: they learn every epoch
+    embedding_epochs: Count = 0
     # inverted dropout after each hidden ReLU of the shared bottom, the experts and the task towers,
     # in training only (scoring runs in eval mode); 0: off, and no random draws
     dropout: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.0

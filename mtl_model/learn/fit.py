@@ -9,7 +9,10 @@
 * regularisation (docs/models.md): decoupled weight decay (AdamW) of the dense layers
   (``weight_decay``) and of the embedding rows (``embedding_weight_decay``: lazily, on the rows a batch
   touches, for sparse embeddings), and a learning rate that follows ``lr_schedule`` over the steps of
-  ``epochs`` (a cosine down to :data:`LR_FLOOR` of it), so later epochs move the weights less;
+  ``epochs`` (a cosine down to :data:`LR_FLOOR` of it), so later epochs move the weights less; and
+  ``embedding_epochs``: after that many epochs the embedding tables stop learning and only the layers
+  go on (Zhang et al. 2022, "Towards Understanding the Overfitting Phenomenon of Deep Click-Through
+  Rate Prediction Models", trace the drop after the first epoch to the embeddings);
 * task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
   optional class-imbalance handling; each is a weighted mean over the batch when the training rows
   carry importance weights (down-sampled negatives, ``negative_rate``);
@@ -125,6 +128,8 @@ class _Trainer:
     lr: float = 1e-3  # the base learning rate
     schedule: str = "constant"  # lr_schedule
     total_steps: int = 1  # steps of all epochs (the schedule's length)
+    embedding_epochs: int = 0  # the tables learn in the first this-many epochs (0: in all)
+    embeddings_frozen: bool = False  # set by train_epoch from embedding_epochs
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -160,7 +165,7 @@ class _Trainer:
         if self.world[1] > 1:  # DDP averages the model's gradients; the loss weights' are averaged here
             all_reduce_mean(model_optimizer_parameters(self.weighting))
         self.opt_dense.step()
-        if self.opt_sparse is not None:
+        if self.opt_sparse is not None and not self.embeddings_frozen:
             self.opt_sparse.step()
         return losses
 
@@ -169,7 +174,8 @@ class _Trainer:
         lr = self.lr * lr_factor(self.schedule, step, self.total_steps)
         for opt in (self.opt_dense, self.opt_sparse):
             for group in opt.param_groups if opt is not None else ():
-                group["lr"] = lr
+                frozen = self.embeddings_frozen and group.get("embeddings", opt is self.opt_sparse)
+                group["lr"] = 0.0 if frozen else lr  # lr 0: AdamW moves (and decays) nothing
 
     def train_epoch(
         self, data: Tensors, batch_size: int, device: torch.device, epochs_done: int = 0
@@ -182,6 +188,7 @@ class _Trainer:
         weight = data[3] if len(data) > 3 else None
         n = cat.shape[0]
         first_step = epochs_done * math.ceil(n / batch_size)
+        self.embeddings_frozen = 0 < self.embedding_epochs <= epochs_done
         self.model.train()
         self.weighting.train()
         perm = torch.randperm(n, generator=self.generator).to(device)
@@ -237,12 +244,17 @@ def _optimizers(
     sparse_params, dense_params = split_parameters(model)
     tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     groups = [
-        {"params": [p for p in dense_params if id(p) not in tables], "weight_decay": settings.weight_decay},
+        {
+            "params": [p for p in dense_params if id(p) not in tables],
+            "weight_decay": settings.weight_decay,
+            "embeddings": False,
+        },
         {
             "params": [p for p in dense_params if id(p) in tables],
             "weight_decay": settings.embedding_weight_decay,
+            "embeddings": True,  # held fixed after embedding_epochs (_Trainer.set_step)
         },
-        {"params": model_optimizer_parameters(weighting), "weight_decay": 0.0},
+        {"params": model_optimizer_parameters(weighting), "weight_decay": 0.0, "embeddings": False},
     ]
     lr = settings.learning_rate
     opt_dense = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
@@ -322,6 +334,7 @@ def _trainer(
         lr=settings.learning_rate,
         schedule=settings.lr_schedule,
         total_steps=epochs * math.ceil(targets.shape[0] / settings.batch_size),
+        embedding_epochs=settings.embedding_epochs,
     )
 
 

@@ -46,6 +46,7 @@ _WHEN_SET = {
     "lr_schedule": "constant",
     "weight_decay": 0.0,
     "embedding_weight_decay": 0.0,
+    "embedding_epochs": 0,
     "dropout": 0.0,
     "min_steps": 200,
     "interaction": "none",
