@@ -13,7 +13,8 @@ REES46 sample, its last 20 minutes as the night: see ``REES46_NIGHT``). ``train`
 runs, so the gap is seen; ``--patience 2`` for the nightly early stopping) and prints, per home,
 configuration and seed: the validation mean AUC of each epoch, the best and last epoch, ``gap`` = best −
 last, and the test split's mean AUC and mean AUC among real views. Configurations: ``before`` = no
-regularisation (weight decay 0, embedding weight decay 0, constant learning rate), ``cosine`` = the
+regularisation (weight decay 0, embedding weight decay 0, constant learning rate, no step budget,
+``plateau=continue``), ``cosine`` = the
 cosine schedule alone, ``cosine+decay`` = with weight decay 0.01 on the dense layers and 0.1 on the
 embedding rows, ``strong-decay`` = 0.1 and 1.0, ``lr0.001+cosine`` = a third of the learning rate with
 the cosine, ``dropout0.1`` / ``dropout0.2`` = dropout 0.1 / 0.2 after each hidden ReLU
@@ -53,7 +54,13 @@ SIM_END = "2026-01-14"
 # 2.5 hours (5,931 events) on 2019-09-30: a real log with a day to learn from and a day to judge on.
 REES46_NIGHT = "2019-10-01"
 TZ = {"sim": "UTC", "tianchi": "Asia/Shanghai", "rees46": "America/St_Johns"}
-BEFORE = {"weight_decay": 0.0, "embedding_weight_decay": 0.0, "lr_schedule": "constant", "min_steps": 0}
+BEFORE = {
+    "weight_decay": 0.0,
+    "embedding_weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "min_steps": 0,
+    "plateau": "continue",
+}
 CONFIGS = {  # each on top of BEFORE (the defaults before issue 19's changes), except ``after``
     "before": {},
     "cosine": {"lr_schedule": "cosine"},

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     # learning (the one-epoch overfitting of CTR models sits in the embeddings: Zhang et al. 2022);
     # 0: they learn every epoch
     embedding_epochs: Count = 0
+    # what an epoch that does not improve the validation score leads to: hold_embeddings: the best
+    # epoch's weights come back, the learning rate is multiplied by plateau_lr_factor, and from the
+    # first such epoch on only the layers learn (the tables are held fixed), so that later epochs stay
+    # near the best (learn/fit.py, _on_plateau); continue: nothing (the fit goes on from there)
+    plateau: Literal["continue", "hold_embeddings"] = "hold_embeddings"
+    plateau_lr_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
     # inverted dropout after each hidden ReLU of the shared bottom, the experts and the task towers,
     # in training only (scoring runs in eval mode); 0: off, and no random draws
     dropout: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.0

@@ -405,6 +405,7 @@ def test_options_come_from_settings_and_environment_strings(monkeypatch: pytest.
     want |= {"hash_buckets": 4096, "log_counts": True, "patience": 2, "bf16": True}
     want |= {"test_fraction": 0.5}  # new: half the day's users are held out from the epoch's choice
     want |= {"output_bias": "base_rate"}  # new: the output biases start at each task's base rate
+    want |= {"plateau": "hold_embeddings", "plateau_lr_factor": 0.1}  # new: back to the best on a plateau
     assert options_fingerprint(Settings()) == want
     assert options_fingerprint(Settings(lr_schedule="cosine"))["lr_schedule"] == "cosine"  # when set
     # how a model is trained or reported is not part of it

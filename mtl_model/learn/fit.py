@@ -12,7 +12,10 @@
   ``epochs`` (a cosine down to :data:`LR_FLOOR` of it), so later epochs move the weights less; and
   ``embedding_epochs``: after that many epochs the embedding tables stop learning and only the layers
   go on (Zhang et al. 2022, "Towards Understanding the Overfitting Phenomenon of Deep Click-Through
-  Rate Prediction Models", trace the drop after the first epoch to the embeddings);
+  Rate Prediction Models", trace the drop after the first epoch to the embeddings); and ``plateau``
+  (the default ``hold_embeddings``): each epoch that does not improve on the best brings the best
+  epoch's weights back and multiplies the learning rate by ``plateau_lr_factor``, and from the first
+  one on the tables are held (:func:`_on_plateau`), so that later epochs stay near the best;
 * task losses are combined by :mod:`mtl_model.learn.weighting` (fixed, uncertainty, GradNorm, PCGrad), with
   optional class-imbalance handling; each is a weighted mean over the batch when the training rows
   carry importance weights (down-sampled negatives, ``negative_rate``);
@@ -104,6 +107,7 @@ class _Progress:
     best_epoch: int = 0
     bad: int = 0  # epochs since the best one
     stopped: bool = False
+    plateaus: int = 0  # plateau=hold_embeddings: the epochs that brought the best one back
     best_score: float = -math.inf
     best_state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -129,7 +133,9 @@ class _Trainer:
     schedule: str = "constant"  # lr_schedule
     total_steps: int = 1  # steps of all epochs (the schedule's length)
     embedding_epochs: int = 0  # the tables learn in the first this-many epochs (0: in all)
-    embeddings_frozen: bool = False  # set by train_epoch from embedding_epochs
+    plateaus: int = 0  # plateaus so far (_on_plateau): the tables are held after the first
+    plateau_lr_factor: float = 1.0  # the learning rate is multiplied by it at each plateau
+    embeddings_frozen: bool = False  # set by train_epoch from embedding_epochs and plateaus
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -172,6 +178,7 @@ class _Trainer:
     def set_step(self, step: int) -> None:
         """The learning rate of step ``step`` (0-based, over all epochs) in every optimizer group."""
         lr = self.lr * lr_factor(self.schedule, step, self.total_steps)
+        lr *= self.plateau_lr_factor**self.plateaus
         for opt in (self.opt_dense, self.opt_sparse):
             for group in opt.param_groups if opt is not None else ():
                 frozen = self.embeddings_frozen and group.get("embeddings", opt is self.opt_sparse)
@@ -188,7 +195,7 @@ class _Trainer:
         weight = data[3] if len(data) > 3 else None
         n = cat.shape[0]
         first_step = epochs_done * math.ceil(n / batch_size)
-        self.embeddings_frozen = 0 < self.embedding_epochs <= epochs_done
+        self.embeddings_frozen = self.plateaus > 0 or 0 < self.embedding_epochs <= epochs_done
         self.model.train()
         self.weighting.train()
         perm = torch.randperm(n, generator=self.generator).to(device)
@@ -335,6 +342,7 @@ def _trainer(
         schedule=settings.lr_schedule,
         total_steps=epochs * math.ceil(targets.shape[0] / settings.batch_size),
         embedding_epochs=settings.embedding_epochs,
+        plateau_lr_factor=settings.plateau_lr_factor,
     )
 
 
@@ -369,12 +377,14 @@ def _resume(trainer: _Trainer, path: Path | None, fingerprint: str, epochs: int)
         log.warning("ignoring a checkpoint of another run: %s", path)
         return _Progress()
     trainer.load(ckpt)
+    trainer.plateaus = ckpt.get("plateaus", 0)
     log.info("resuming from the checkpoint after epoch %d: %s", ckpt["epoch"], path)
     return _Progress(
         epoch=ckpt["epoch"],
         best_epoch=ckpt["best_epoch"],
         bad=ckpt["bad"],
         stopped=ckpt["stopped"],
+        plateaus=ckpt.get("plateaus", 0),
         best_score=ckpt["best_score"],
         best_state=ckpt["best_state"],
         history=list(ckpt["history"]),
@@ -392,6 +402,7 @@ def _save_checkpoint(path: Path, fingerprint: str, trainer: _Trainer, progress: 
         "best_state": progress.best_state,
         "bad": progress.bad,
         "stopped": progress.stopped,
+        "plateaus": progress.plateaus,
         "history": progress.history,
     }
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
@@ -424,6 +435,27 @@ def _record_epoch(
         }
     )
     return EpochInfo(progress.epoch, losses, score, weights, progress.best_epoch, progress.stopped)
+
+
+def _on_plateau(progress: _Progress, trainer: _Trainer, plateau: str) -> None:
+    """``plateau=hold_embeddings``: after an epoch that did not improve on the best one (and did not
+    end the fit), the best epoch's weights come back and the learning rate is multiplied by
+    ``plateau_lr_factor``; from the first such epoch on, the embedding tables are held fixed and only
+    the layers learn. So each later epoch starts from the best weights with smaller steps, and the
+    last one stays near the best (restore-the-best with a reduce-on-plateau schedule). The optimizers'
+    moments are kept."""
+    if plateau != "hold_embeddings" or progress.bad == 0 or progress.stopped or progress.best_state is None:
+        return
+    trainer.model.load_state_dict(progress.best_state)
+    progress.plateaus += 1
+    trainer.plateaus = progress.plateaus
+    progress.history[-1]["restored_epoch"] = progress.best_epoch
+    log.info(
+        "epoch %d did not improve: back to epoch %d, tables held, learning rate x%g",
+        progress.epoch,
+        progress.best_epoch,
+        trainer.plateau_lr_factor**trainer.plateaus,
+    )
 
 
 def _log_epoch(info: EpochInfo, epochs: int, samples_per_s: float) -> None:
@@ -508,6 +540,7 @@ def fit_model(
         score = validation_score(model, valid, device)
         info = _record_epoch(progress, trainer, losses, score, epoch_seconds, settings.patience)
         _log_epoch(info, epochs, n / epoch_seconds if epoch_seconds > 0 else float("nan"))
+        _on_plateau(progress, trainer, settings.plateau)
         if ckpt_path is not None and world[0] == 0:
             _save_checkpoint(ckpt_path, fingerprint, trainer, progress)
         for callback in callbacks:

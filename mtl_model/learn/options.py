@@ -47,6 +47,8 @@ _WHEN_SET = {
     "weight_decay": 0.0,
     "embedding_weight_decay": 0.0,
     "embedding_epochs": 0,
+    "plateau": "continue",  # before the option: the default enters the name
+    "plateau_lr_factor": 1.0,
     "dropout": 0.0,
     "min_steps": 200,
     "interaction": "none",
