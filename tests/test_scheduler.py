@@ -82,21 +82,31 @@ def _metadata(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 RESTARTS = 1  # a crashed scheduler is started again once, as an operator's supervisor would
+LOOP_DIED = "Exception when executing SchedulerJob._run_scheduler_loop"  # Airflow's log line
+
+
+def _scheduler_died(scheduler: subprocess.Popen, logs: Path) -> bool:
+    """The scheduler exited, or its loop died: Airflow 3.3's loop has been seen to die on SQLite under
+    load (``ObjectDeletedError: Instance '<DagRun …>' has been deleted``, while other jobs loaded the
+    machine), once with the process exiting and once with it left hanging in its shutdown; a
+    liveness check (``airflow jobs check``) would restart it then. A hanging one is stopped here."""
+    if scheduler.poll() is None and LOOP_DIED in (logs / "scheduler.log").read_text(errors="replace"):
+        _stop({"scheduler": scheduler})
+    return scheduler.poll() is not None
 
 
 def _wait(what: str, check, deadline: float, procs: dict[str, subprocess.Popen], logs: Path):
     """Poll ``check`` until it returns a value; fail when an Airflow process exits. The scheduler
-    only is restarted (``RESTARTS``): Airflow 3.3's scheduler loop has been seen to exit once on
-    SQLite under load (``ObjectDeletedError: Instance '<DagRun …>' has been deleted``, while another
-    scheduler test ran on the same machine); its log is kept as ``scheduler.crashed-<k>.log``."""
+    only is restarted (``RESTARTS``) when it died (:func:`_scheduler_died`); its log is kept as
+    ``scheduler.crashed-<k>.log``."""
     while time.monotonic() < deadline:
         if (got := check()) is not None:
             return got
         scheduler = procs.get("scheduler")
         if (
             scheduler is not None
-            and scheduler.poll() is not None
             and getattr(scheduler, "restarts", 0) < RESTARTS
+            and _scheduler_died(scheduler, logs)
         ):
             restarts = getattr(scheduler, "restarts", 0) + 1
             (logs / "scheduler.log").rename(logs / f"scheduler.crashed-{restarts}.log")
