@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -353,16 +354,17 @@ def _assert_ds_shown(
     assert ours[in_process]["ds"] == str(LATER) and set(ours) == set(listed)
 
 
-def _scheduler_env(home: Path, port: int) -> dict[str, str]:
-    """The Airflow processes' environment of the scheduler test: LocalExecutor, quick looks and
-    retries, the night's dbt build as one task."""
+def _scheduler_env(home: Path, port: int, dbt_tasks: str = "build") -> dict[str, str]:
+    """The Airflow processes' environment of a scheduler test: LocalExecutor, quick looks and
+    retries; by default the night's dbt build as one task (``dbt_tasks="models"``: cosmos's task per
+    dbt model, the default of Settings)."""
     settings = tandem_settings(
         home,
         wait_poke_seconds=10,
         landing_wait_hours=0,
         task_retries=1,
         retry_delay_seconds=5,
-        dbt_tasks="build",  # one dbt task: ~45 fewer task processes a night (the reference: cosmos's)
+        dbt_tasks=dbt_tasks,  # build: ~45 fewer task processes a night (the reference: cosmos's)
     )
     return _airflow_env(
         home,
@@ -371,6 +373,24 @@ def _scheduler_env(home: Path, port: int) -> dict[str, str]:
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
     )
+
+
+def _airflow_up(
+    stack: ExitStack, env: dict[str, str], home: Path, port: int, logs: Path, seconds: float
+) -> tuple[dict[str, subprocess.Popen], Callable, float]:
+    """The api-server, the scheduler and the dag-processor started (stopped when ``stack`` closes)
+    and ready (:func:`_ready`). Returns the processes, :func:`_wait` bound to them with a deadline
+    ``seconds`` from now, and that deadline."""
+    procs: dict[str, subprocess.Popen] = {}
+    stack.callback(_stop, procs)
+    _start_airflow(procs, env, port, logs)
+    deadline = time.monotonic() + seconds
+
+    def wait(what: str, check):
+        return _wait(what, check, deadline, procs, logs)
+
+    _ready(home, port, wait)
+    return procs, wait, deadline
 
 
 def _ready(home: Path, port: int, wait) -> None:
@@ -449,15 +469,7 @@ def test_backfill_under_the_scheduler_equals_nightly_runs(landed: Path, tmp_path
         port = _free_port()
         env = _scheduler_env(sched, port)
         before = set(_runs(sched))  # the later day's in-process run
-        procs: dict[str, subprocess.Popen] = {}
-        stack.callback(_stop, procs)
-        _start_airflow(procs, env, port, logs)
-        deadline = time.monotonic() + DEADLINE_S
-
-        def wait(what: str, check):
-            return _wait(what, check, deadline, procs, logs)
-
-        _ready(sched, port, wait)
+        procs, wait, deadline = _airflow_up(stack, env, sched, port, logs, DEADLINE_S)
 
         def cli(*args: str) -> subprocess.CompletedProcess:
             return _tandem(env, *args)

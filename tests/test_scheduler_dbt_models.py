@@ -13,25 +13,22 @@ after it, and the `--only-failed` clear must rerun exactly `train` and the four 
 from __future__ import annotations
 
 import shutil
-import time
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tandem_settings
+from mtl_model.config import Settings
 from tests.test_scheduler import (
-    _airflow_env,
+    _airflow_up,
     _fail_then_clear_failed,
     _free_port,
-    _ready,
     _runs,
-    _start_airflow,
+    _scheduler_env,
     _stop,
     _tandem,
     _tries,
-    _wait,
 )
 
 DS = date(2026, 3, 2)
@@ -46,29 +43,12 @@ def test_a_failed_train_is_cleared_with_only_failed_in_the_default_dbt_mode(
     home, logs = tmp_path / "home", tmp_path / "procs"
     shutil.copytree(landed / "landing", home / "landing")
     logs.mkdir()
-    settings = tandem_settings(
-        home, wait_poke_seconds=10, landing_wait_hours=0, task_retries=1, retry_delay_seconds=5
-    )
-    assert settings.dbt_tasks == "models"  # the default: one cosmos task per dbt model
     port = _free_port()
-    env = _airflow_env(
-        home,
-        settings,
-        port,
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
-    )
+    env = _scheduler_env(home, port, dbt_tasks="models")  # the default: one cosmos task per dbt model
+    assert env["TANDEM_DBT_TASKS"] == "models" and Settings().dbt_tasks == "models"
     with ExitStack() as stack:
         _tandem(env, "airflow", "version")  # migrates the new home's metadata DB before the processes
-        procs: dict = {}
-        stack.callback(_stop, procs)
-        _start_airflow(procs, env, port, logs)
-        deadline = time.monotonic() + DEADLINE_S
-
-        def wait(what: str, check):
-            return _wait(what, check, deadline, procs, logs)
-
-        _ready(home, port, wait)
+        procs, wait, _ = _airflow_up(stack, env, home, port, logs, DEADLINE_S)
         _tandem(env, "airflow", "dags", "unpause", "tandem_nightly")
         _tandem(env, "backfill", "--start", str(DS), "--end", str(DS), "--scheduler")
 
