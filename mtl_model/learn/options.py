@@ -124,6 +124,8 @@ def options_fingerprint(settings: Settings) -> dict[str, Any]:
     data["esmm"] = esmm_enabled(settings)
     data["task_weights"] = list(task_weights(settings))
     data.update({n: v for n, default in _WHEN_SET.items() if (v := getattr(settings, n)) != default})
+    if settings.plateau == "continue":  # the factor acts on plateaus only: unused, it names nothing
+        data.pop("plateau_lr_factor", None)
     if settings.position_bias != "feature":  # absent by default: older version names stay the same
         data["position_bias"] = settings.position_bias
     if settings.history_length > 0:
