@@ -107,7 +107,6 @@ class _Progress:
     best_epoch: int = 0
     bad: int = 0  # epochs since the best one
     stopped: bool = False
-    plateaus: int = 0  # plateau=hold_embeddings: the epochs that brought the best one back
     best_score: float = -math.inf
     best_state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -219,6 +218,7 @@ class _Trainer:
             "opt_sparse": self.opt_sparse.state_dict() if self.opt_sparse is not None else {},
             "weighting": cpu_state(self.weighting),
             "generator": self.generator.get_state(),
+            "plateaus": self.plateaus,
         }
 
     def load(self, ckpt: dict[str, Any]) -> None:
@@ -229,6 +229,7 @@ class _Trainer:
             self.opt_sparse.load_state_dict(ckpt["opt_sparse"])
         self.weighting.load_state_dict(ckpt["weighting"])
         self.generator.set_state(ckpt["generator"])
+        self.plateaus = ckpt.get("plateaus", 0)
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -377,14 +378,12 @@ def _resume(trainer: _Trainer, path: Path | None, fingerprint: str, epochs: int)
         log.warning("ignoring a checkpoint of another run: %s", path)
         return _Progress()
     trainer.load(ckpt)
-    trainer.plateaus = ckpt.get("plateaus", 0)
     log.info("resuming from the checkpoint after epoch %d: %s", ckpt["epoch"], path)
     return _Progress(
         epoch=ckpt["epoch"],
         best_epoch=ckpt["best_epoch"],
         bad=ckpt["bad"],
         stopped=ckpt["stopped"],
-        plateaus=ckpt.get("plateaus", 0),
         best_score=ckpt["best_score"],
         best_state=ckpt["best_state"],
         history=list(ckpt["history"]),
@@ -402,7 +401,6 @@ def _save_checkpoint(path: Path, fingerprint: str, trainer: _Trainer, progress: 
         "best_state": progress.best_state,
         "bad": progress.bad,
         "stopped": progress.stopped,
-        "plateaus": progress.plateaus,
         "history": progress.history,
     }
     write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
@@ -444,11 +442,10 @@ def _on_plateau(progress: _Progress, trainer: _Trainer, plateau: str) -> None:
     the layers learn. So each later epoch starts from the best weights with smaller steps, and the
     last one stays near the best (restore-the-best with a reduce-on-plateau schedule). The optimizers'
     moments are kept."""
-    if plateau != "hold_embeddings" or progress.bad == 0 or progress.stopped or progress.best_state is None:
+    if plateau != "hold_embeddings" or progress.bad == 0 or progress.stopped:
         return
-    trainer.model.load_state_dict(progress.best_state)
-    progress.plateaus += 1
-    trainer.plateaus = progress.plateaus
+    trainer.model.load_state_dict(progress.best_state)  # set: the first epoch counted is the best so far
+    trainer.plateaus += 1
     progress.history[-1]["restored_epoch"] = progress.best_epoch
     log.info(
         "epoch %d did not improve: back to epoch %d, tables held, learning rate x%g",
