@@ -242,3 +242,46 @@ def test_a_column_constant_in_training_is_zero_at_scoring(train_rows: pl.DataFra
     data = enc.to_dict()
     del data["numeric"]["f_u_clicks_7d"]["constant"]  # an encoder saved before the flag
     assert not Encoders.from_dict(data).numeric["f_u_clicks_7d"].constant
+
+
+def test_encoding_in_chunks_equals_encoding_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoders.encode writes ENCODE_ROWS rows at a time into its tensors: a chunk of 3 rows gives the
+    codes and values of one pass over the frame, for capped (hashed) columns, the sequence and the text."""
+    import mtl_model.learn.features as features
+
+    n = 20
+    df = pl.DataFrame(
+        {
+            "user_id": [f"u{i % 7}" for i in range(n)],
+            "item_id": [f"i{i % 5}" for i in range(n)],
+            "category_id": [None if i % 4 == 0 else f"c{i % 3}" for i in range(n)],
+            "scene": ["home", "search"] * (n // 2),
+            "position": list(range(n)),
+            "price": [float(i) for i in range(n)],
+            "f_u_clicks_7d": [float(i % 3) for i in range(n)],
+            "hist_item_ids": [[f"i{(i + k) % 5}" for k in range(i % 4)] for i in range(n)],
+            "title": [f"red phone {i % 6}" for i in range(n)],
+            "query": [None if i % 2 else f"phone {i}" for i in range(n)],
+        }
+    )
+    spec = FeatureSpec(
+        max_vocab=3, hash_buckets=7, min_count=1, history=("hist_item_ids",), history_length=3,
+        text=("title", "query"), text_length=4, text_buckets=101,
+    )  # fmt: skip
+    enc = Encoders.fit(df, spec)
+    assert enc.hashed  # user_id and item_id are capped: their rarer values are hashed
+    whole = enc.encode(df)
+    monkeypatch.setattr(features, "ENCODE_ROWS", 3)
+    chunked = enc.encode(df)
+    assert chunked[0].dtype == torch.int64 and chunked[0].shape == (n, enc.n_categorical)
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    assert whole[0][:, -8:].ne(0).any()  # the text's codes are in the compared columns
+
+
+def test_input_columns_are_what_the_encoders_read() -> None:
+    from mtl_model.learn.features import input_columns
+
+    names = ["ds", "exposure_id", "user_id", "scene", "price", "f_u_x", "hist_item_ids", "title", "exposure"]
+    assert input_columns(FeatureSpec(), names) == ["user_id", "scene", "price", "f_u_x"]
+    spec = FeatureSpec(history=("hist_item_ids",), history_length=2, text=("title",))
+    assert input_columns(spec, names) == ["user_id", "scene", "price", "f_u_x", "hist_item_ids", "title"]

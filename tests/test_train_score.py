@@ -739,6 +739,34 @@ def _mean_predicted(
     return {t: float(q[t].mean()) for t in TASKS}, {t: float(y[:, i].mean()) for i, t in enumerate(TASKS)}
 
 
+def test_the_window_read_for_training_keeps_the_rows_and_only_the_columns_it_reads(
+    samples: pl.DataFrame, tmp_path: Path
+) -> None:
+    """read_split with the feature spec reads the training days one at a time and only the columns
+    training needs: the same rows in the same order as the whole window's scan, and the same codes."""
+    from mtl_model.learn.features import Encoders
+    from mtl_model.learn.options import feature_spec
+    from mtl_model.learn.samples import SAMPLES_FILE, read_split
+
+    settings = quick(tmp_path / "home")
+    exported = samples.with_columns(  # as the export has them: the exposures' ids and kinds
+        exposure_id=pl.format("x{}", pl.int_range(pl.len())), exposure=pl.lit("impression")
+    )
+    write_inputs(settings, exported)
+    spec = feature_spec(settings)
+    every, day = read_split(settings, DS)
+    lean, lean_day = read_split(settings, DS, spec)
+    assert lean_day.equals(day) and "exposure_id" in day.columns  # the validation day keeps every column
+    unread = {"exposure_id", "exposure"}
+    assert unread <= set(every.columns) and not unread & set(lean.columns)
+    assert lean.equals(every.select(lean.columns)) and lean.height == samples.filter(pl.col("ds") < DS).height
+    whole = pl.read_parquet(settings.export_dir(DS) / SAMPLES_FILE).filter(pl.col("ds").cast(pl.Date) < DS)
+    assert lean["user_id"].equals(whole["user_id"])  # the file's order (ds, exposure_id), day after day
+    enc = Encoders.fit(lean, spec)
+    assert enc == Encoders.fit(every, spec)
+    assert all(torch.equal(a, b) for a, b in zip(enc.encode(lean), enc.encode(every), strict=True))
+
+
 def test_negative_downsampling_keeps_positives_is_seeded_and_never_touches_the_day(
     samples: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

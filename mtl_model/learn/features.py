@@ -44,6 +44,7 @@ uses exactly the vocabularies and statistics the model was trained with.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -60,6 +61,7 @@ FIRST_KNOWN_CODE = 2
 # mtl_model.hashing (formats 1–5 used BLAKE2b: read back only when no column is capped)
 ENCODERS_FORMAT = 6
 READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
+ENCODE_ROWS = 1 << 19  # rows encoded at a time (Encoders.encode)
 # sequence fields coded with a categorical column's vocabulary (and read in its embedding table)
 HISTORY_VOCABULARY = {"hist_item_ids": "item_id", "hist_category_ids": "category_id"}
 HISTORY_FIELDS = ("hist_item_ids", "hist_category_ids", "hist_event_types", "hist_days_ago")
@@ -86,6 +88,14 @@ class FeatureSpec:
     text: tuple[str, ...] = ()  # string columns cut into hashed n-grams (TEXT_FIELDS), in this order
     text_buckets: int = 1 << 16  # hash buckets of the n-grams (codes 1 … text_buckets)
     text_length: int = 32  # n-grams kept per text (codes 0 past its end)
+
+
+def input_columns(spec: FeatureSpec, names: Sequence[str]) -> list[str]:
+    """The columns among ``names`` that encoders of ``spec`` read, fitted or not (its categoricals,
+    numerics, sequence and text columns, and the ``numeric_prefix`` columns), in the order of ``names``."""
+    wanted = {*spec.categorical, *spec.numeric, *spec.history, *spec.text}
+    prefix = spec.numeric_prefix
+    return [name for name in names if name in wanted or (prefix and name.startswith(prefix))]
 
 
 def text_ngrams(texts: pl.Series) -> pl.DataFrame:
@@ -402,15 +412,22 @@ class Encoders:
         the text's n-grams) and numeric ``FloatTensor [N, F]``.
 
         Fully vectorised; unseen values map to the OOV code and nulls to the null code, never an error.
+        The rows are encoded :data:`ENCODE_ROWS` at a time into the two tensors, so the intermediate
+        columns of a large window are never all in memory at once (a row's codes do not depend on the
+        other rows: the result is the same for any chunk size).
         """
-        # row-major, writable arrays built directly (no Fortran-order copy converted afterwards)
-        codes = _select(df, self._code_exprs(df)).to_numpy(order="c", writable=True)
-        codes = codes.reshape(len(df), self.n_categorical - self.n_text)
-        if self.n_text:
-            codes = np.concatenate([codes, self._text_codes(df)], axis=1)
-        num = _select(df, self._numeric_exprs(df)).to_numpy(order="c", writable=True)
-        cat = np.require(codes, dtype=np.int64, requirements=["C", "W"])
-        num = np.require(num.reshape(len(df), self.n_numeric), dtype=np.float32, requirements=["C", "W"])
+        cat = np.empty((df.height, self.n_categorical), dtype=np.int64)
+        num = np.empty((df.height, self.n_numeric), dtype=np.float32)
+        for start in range(0, df.height, ENCODE_ROWS):
+            part = df.slice(start, ENCODE_ROWS)
+            end = start + part.height
+            width = self.n_categorical - self.n_text  # the categoricals' and the sequence's codes
+            codes = _select(part, self._code_exprs(part)).to_numpy(order="c")
+            cat[start:end, :width] = codes.reshape(part.height, width)
+            if self.n_text:
+                cat[start:end, width:] = self._text_codes(part)
+            values = _select(part, self._numeric_exprs(part)).to_numpy(order="c")
+            num[start:end] = values.reshape(part.height, self.n_numeric)
         return torch.from_numpy(cat), torch.from_numpy(num)
 
     # ----- persistence ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 
 from mtl_model.config import Settings
 from mtl_model.hashing import unit_interval
+from mtl_model.learn.features import FeatureSpec, input_columns
 from mtl_model.learn.networks import ESMM_PARENT
 
 SAMPLES_FILE = "samples.parquet"
@@ -60,15 +61,30 @@ def read_samples(settings: Settings, ds: date, days: int | None = None) -> pl.Da
     return _scan_samples(settings, ds, days).collect()
 
 
-def read_split(settings: Settings, ds: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(training rows: the window's days before ``ds``, validation rows: day ``ds``), each read by its
-    own scan, so the whole window is never in memory twice (once read, once split). The training rows
+def read_split(
+    settings: Settings, ds: date, spec: FeatureSpec | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(training rows: the window's days before ``ds``, validation rows: day ``ds``). The training rows
     where every label is 0 are down-sampled to ``negative_rate`` (:func:`sample_negatives`); the
-    validation day never is."""
+    validation day never is. The training days are read one at a time (each sampled as it is read) and
+    concatenated in date order, so the whole window is never in memory unsampled; with ``spec`` they
+    keep only what training reads (``ds``, the ids, the labels and the encoders' input columns, not the
+    exposure ids, the exposure kinds or an unused sequence or text). The validation day keeps every
+    column."""
     lf = _scan_samples(settings, ds)
     tasks, rate = tuple(settings.tasks), settings.negative_rate
-    train = sample_negatives(lf.filter(pl.col("ds") < ds), tasks, rate, settings.seed)
-    return train.collect(), lf.filter(pl.col("ds") == ds).collect()
+    names = lf.collect_schema().names()
+    keep = names
+    if spec is not None:
+        wanted = {"ds", "user_id", "item_id", *tasks, *input_columns(spec, names)}
+        keep = [name for name in names if name in wanted]
+    days = [ds - timedelta(days=back) for back in range(settings.train_window_days - 1, 0, -1)]
+    parts = [
+        sample_negatives(lf.filter(pl.col("ds") == day), tasks, rate, settings.seed).select(keep).collect()
+        for day in days
+    ]
+    train = pl.concat(parts, rechunk=False) if parts else lf.filter(pl.lit(False)).select(keep).collect()
+    return train, lf.filter(pl.col("ds") == ds).collect()
 
 
 def sample_negatives(lf: pl.LazyFrame, tasks: Sequence[str], rate: float, seed: int) -> pl.LazyFrame:

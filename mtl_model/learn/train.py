@@ -170,7 +170,8 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
     """Read the window ending at ``ds``, name its version, fit the encoders and encode both splits."""
     tasks = tuple(settings.tasks)
     samples_path = settings.export_dir(ds) / SAMPLES_FILE
-    train_df, valid_df = read_split(settings, ds)
+    spec = feature_spec(settings)
+    train_df, valid_df = read_split(settings, ds, spec)
     if train_df.height == 0 or valid_df.height == 0:
         raise ValueError(
             f"ds={ds}: need training rows (days before ds) and validation rows (day ds) in {samples_path}; "
@@ -189,14 +190,13 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         valid_df.height,
         device,
     )
-    encoders = Encoders.fit(train_df, feature_spec(settings))
+    encoders = Encoders.fit(train_df, spec)
     cat_tr, num_tr = encoders.encode(train_df)
     y_tr = labels(train_df, tasks)
     weights = negative_weights(y_tr, settings.negative_rate)  # None unless negatives were down-sampled
-    kept = ["ds", "item_id", *tasks]  # once encoded: only popularity and config need the frame
+    train_df = train_df.select("ds", "item_id", *tasks)  # once encoded: only popularity and config read it
     if weights is not None:
         train_df = train_df.with_columns(pl.Series(SAMPLE_WEIGHT, weights.numpy()))
-        kept.append(SAMPLE_WEIGHT)
     splits = zip(("validation", "test"), split_test(valid_df, settings.test_fraction), strict=True)
     sets = tuple(_eval_set(name, df, encoders, tasks) for name, df in splits if df.height or name != "test")
     if sets[0].height == 0:
@@ -206,7 +206,7 @@ def _prepare(settings: Settings, ds: date, device: torch.device) -> _Window:
         version=version,
         fingerprint=fingerprint,
         samples_sha256=samples_sha256,
-        train_df=train_df.select(kept),
+        train_df=train_df,
         encoders=encoders,
         train_tensors=(cat_tr, num_tr, y_tr) if weights is None else (cat_tr, num_tr, y_tr, weights),
         sets=sets,
