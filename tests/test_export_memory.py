@@ -59,3 +59,21 @@ def test_every_session_opens_without_a_progress_bar(tmp_path: Path) -> None:
             ).fetchall()[0]
             assert bar is False, limit
     assert limit == "244.1 MiB"  # 256 MB in DuckDB's units
+
+
+def test_the_window_is_exported_day_by_day_as_one_copy_of_the_view(built_once: Path, tmp_path: Path) -> None:
+    """samples.parquet is written one day at a time, then merged: the same rows in the same order as
+    one COPY of ``training_samples``, every day of the window in it, and no day file left behind."""
+    settings = tandem_settings(built_once, exports_dir=tmp_path / "e", outputs_dir=tmp_path / "o")
+    export_day(settings, BUILT_DS)
+    folder = settings.export_dir(BUILT_DS)
+    with read_warehouse(settings) as con:
+        con.execute("set variable tandem_ds = ?", [BUILT_DS])
+        con.execute(
+            "copy (select * from training_samples) to ? (format parquet)", [str(tmp_path / "whole.parquet")]
+        )
+    whole = pl.read_parquet(tmp_path / "whole.parquet")
+    samples = pl.read_parquet(folder / "samples.parquet", hive_partitioning=False)
+    assert samples.equals(whole, null_equal=True) and samples.height > 0
+    assert samples["ds"].n_unique() > 1  # several days, each copied on its own
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.parquet" for name in EXPORTS)

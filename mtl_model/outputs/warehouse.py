@@ -26,7 +26,7 @@ import functools
 import os
 import shutil
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -117,6 +117,10 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
                 "(or the day has no exposures)"
             )
         for name, (model, dest) in targets.items():
+            if name == "samples":
+                _copy_window(con, model, dest, ds, settings.train_window_days)
+                counts[name] = pq.ParquetFile(dest).metadata.num_rows
+                continue
             write_atomic(
                 dest,
                 lambda tmp, model=model: con.execute(
@@ -126,6 +130,36 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
             # rows from the Parquet footer: running the view again would double the export's cost
             counts[name] = pq.ParquetFile(dest).metadata.num_rows
     return counts
+
+
+def _copy_window(con: duckdb.DuckDBPyConnection, model: str, dest: Path, ds: date, days: int) -> None:
+    """The window's ``model`` (a view ordered by ``ds`` first) into ``dest``: one COPY per day into a
+    hidden folder beside it, then the day files read in date order into one file. The rows and their
+    order are those of one COPY of the whole view, but DuckDB sorts one day at a time: at 1M events a
+    day this file's peak falls from 9 GB to 2.6 GB for 3 s more, and under a 4 GB
+    ``TANDEM_DUCKDB_MEMORY_LIMIT`` the export no longer spills its sort (docs/benchmarks.md)."""
+    folder = temporary_path(dest)
+    folder.mkdir(parents=True)
+    con.execute("set preserve_insertion_order = true")  # DuckDB's default, which the merge relies on
+    try:
+        parts = []
+        for back in range(days - 1, -1, -1):
+            day = ds - timedelta(days=back)
+            parts.append(str(folder / f"{day}.parquet"))
+            con.execute(  # uncompressed: read once, right after (2-3 s less at 1M than zstd)
+                f"copy (select * from {model} where ds = ?) to ? (format parquet, compression uncompressed)",
+                [day, parts[-1]],
+            )
+        write_atomic(  # read_parquet keeps the files' order (the session preserves insertion order)
+            dest,
+            lambda tmp: con.execute(
+                "copy (select * from read_parquet(?, hive_partitioning = false)) to ? "
+                "(format parquet, compression zstd)",
+                [parts, str(tmp)],
+            ),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def publish_day(settings: Settings, ds: date, grace_s: float | None = None) -> dict[str, int]:
