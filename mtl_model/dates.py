@@ -25,6 +25,11 @@ def parse_date(value: date | str) -> date:
     raise ValueError(f"not a date (YYYY-MM-DD): {value!r}")
 
 
+def days_between(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included, oldest first (none when ``first > last``)."""
+    return [first + timedelta(days=k) for k in range((last - first).days + 1)]
+
+
 def resolve_run_date(
     conf: dict | None,
     logical_date: datetime | None,

@@ -22,6 +22,7 @@ import polars as pl
 import torch
 
 from mtl_model.config import Settings
+from mtl_model.dates import days_between
 from mtl_model.hashing import unit_interval
 from mtl_model.learn.features import FeatureSpec, input_columns
 from mtl_model.learn.networks import ESMM_PARENT
@@ -78,13 +79,12 @@ def read_split(
     if spec is not None:
         wanted = {"ds", "user_id", "item_id", *tasks, *input_columns(spec, names)}
         keep = [name for name in names if name in wanted]
-    days = [ds - timedelta(days=back) for back in range(settings.train_window_days - 1, 0, -1)]
+    start = ds - timedelta(days=settings.train_window_days - 1)  # train_window_days >= 2: one day or more
     parts = [
         sample_negatives(lf.filter(pl.col("ds") == day), tasks, rate, settings.seed).select(keep).collect()
-        for day in days
+        for day in days_between(start, ds - timedelta(days=1))
     ]
-    train = pl.concat(parts, rechunk=False) if parts else lf.filter(pl.lit(False)).select(keep).collect()
-    return train, lf.filter(pl.col("ds") == ds).collect()
+    return pl.concat(parts, rechunk=False), lf.filter(pl.col("ds") == ds).collect()
 
 
 def sample_negatives(lf: pl.LazyFrame, tasks: Sequence[str], rate: float, seed: int) -> pl.LazyFrame:

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mtl_model.config import DBT_PROJECT_DIR, Settings
+from mtl_model.dates import days_between
 from mtl_model.duck import connect
 from mtl_model.files import replace_dir, temporary_path, write_atomic
 
@@ -47,6 +48,8 @@ EXPORTS = {
     "scoring_items": "scoring_items",
     "scoring_user_categories": "scoring_user_categories",
 }
+# exports of the whole training window, copied a day at a time (_copy_by_day)
+WINDOW_EXPORTS = ("samples",)
 # output tables computed by dbt in the warehouse, written straight to outputs/ds=D/<name>.parquet
 WAREHOUSE_OUTPUTS = {"rec_feedback": "rec_feedback_day"}  # output name → dbt model
 # published tables, in load order; each is outputs/ds=D/<table>.parquet with a `ds` column
@@ -117,34 +120,32 @@ def export_day(settings: Settings, ds: date) -> dict[str, int]:
                 "(or the day has no exposures)"
             )
         for name, (model, dest) in targets.items():
-            if name == "samples":
-                _copy_window(con, model, dest, ds, settings.train_window_days)
-                counts[name] = pq.ParquetFile(dest).metadata.num_rows
-                continue
-            write_atomic(
-                dest,
-                lambda tmp, model=model: con.execute(
-                    f"copy (select * from {model}) to ? (format parquet, compression zstd)", [str(tmp)]
-                ),
-            )
+            if name in WINDOW_EXPORTS:
+                _copy_by_day(con, model, dest, ds - timedelta(days=settings.train_window_days - 1), ds)
+            else:
+                write_atomic(
+                    dest,
+                    lambda tmp, model=model: con.execute(
+                        f"copy (select * from {model}) to ? (format parquet, compression zstd)", [str(tmp)]
+                    ),
+                )
             # rows from the Parquet footer: running the view again would double the export's cost
             counts[name] = pq.ParquetFile(dest).metadata.num_rows
     return counts
 
 
-def _copy_window(con: duckdb.DuckDBPyConnection, model: str, dest: Path, ds: date, days: int) -> None:
-    """The window's ``model`` (a view ordered by ``ds`` first) into ``dest``: one COPY per day into a
-    hidden folder beside it, then the day files read in date order into one file. The rows and their
-    order are those of one COPY of the whole view, but DuckDB sorts one day at a time: at 1M events a
-    day this file's peak falls from 9 GB to 2.6 GB for 3 s more, and under a 4 GB
-    ``TANDEM_DUCKDB_MEMORY_LIMIT`` the export no longer spills its sort (docs/benchmarks.md)."""
+def _copy_by_day(con: duckdb.DuckDBPyConnection, model: str, dest: Path, first: date, last: date) -> None:
+    """``model`` (a view over the days ``first`` .. ``last``, ordered by ``ds`` first) into ``dest``:
+    one COPY per day into a hidden folder beside it, then the day files read in date order into one
+    file. The rows and their order are those of one COPY of the whole view, but DuckDB sorts one day
+    at a time: at 1M events a day the samples' peak falls from 9 GB to 2.6 GB for 3 s more, and under
+    a 4 GB ``TANDEM_DUCKDB_MEMORY_LIMIT`` the export no longer spills its sort (docs/benchmarks.md)."""
     folder = temporary_path(dest)
     folder.mkdir(parents=True)
     con.execute("set preserve_insertion_order = true")  # DuckDB's default, which the merge relies on
     try:
         parts = []
-        for back in range(days - 1, -1, -1):
-            day = ds - timedelta(days=back)
+        for day in days_between(first, last):
             parts.append(str(folder / f"{day}.parquet"))
             con.execute(  # uncompressed: read once, right after (2-3 s less at 1M than zstd)
                 f"copy (select * from {model} where ds = ?) to ? (format parquet, compression uncompressed)",

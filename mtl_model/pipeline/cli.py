@@ -27,11 +27,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import IO, Any
 
 from mtl_model.config import SettingsError, load_settings
-from mtl_model.dates import parse_date
+from mtl_model.dates import days_between, parse_date
 from mtl_model.pipeline.preflight import Refused, check_nights
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -199,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     if args.end < args.start:
         raise Refused(f"--end {args.end} is before --start {args.start}")
-    days = [args.start + timedelta(days=k) for k in range((args.end - args.start).days + 1)]
+    days = days_between(args.start, args.end)
     if args.scheduler:
         return _scheduler_backfill(days)
     return _nights("tandem backfill", days)

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from mtl_model.config import ENV_PREFIX, PATH_DEFAULTS, Settings
-from mtl_model.dates import parse_date, resolve_run_date
+from mtl_model.dates import days_between, parse_date, resolve_run_date
 
 # the folders a night writes (warehouse_path is a file: its folder), by setting name
 WRITTEN = ("home", "airflow_home", "warehouse_path", "exports_dir", "models_dir", "outputs_dir")
@@ -136,7 +136,7 @@ def check_tasks(settings: Settings, ds: date) -> None:
     from mtl_model.landing_check import landed_event_types
 
     first = ds - timedelta(days=settings.train_window_days - 1)
-    counts = landed_event_types(settings, [first + timedelta(days=k) for k in range((ds - first).days + 1)])
+    counts = landed_event_types(settings, days_between(first, ds))
     if counts is None:
         return
     for task in settings.tasks:
